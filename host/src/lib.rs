@@ -1,2 +1,18 @@
-//! Host side of sio-cluster: loads the adapter component, runs the IPC hub and
-//! the sticky load balancer.
+//! Host side of sio-cluster.
+//!
+//! - [`engine`]: the wasmtime engine, the embedded default component, limits;
+//! - [`wasm_node`]: one adapter node in its own Store, replaced on trap;
+//! - [`node`]: [`AdapterNode`], one API over the native and the component build.
+//!
+//! Dependencies point one way: WIT → adapter (pure logic) → this crate (IO,
+//! processes, wasmtime) → the CLI.
+
+pub mod bindings;
+pub mod engine;
+pub mod node;
+pub mod wasm_node;
+
+pub use engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
+pub use node::{AdapterNode, NodeError};
+pub use sio_cluster_adapter as adapter;
+pub use wasm_node::WasmNode;
