@@ -21,7 +21,7 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u32 = 10_000;
 /// Upstream `DEFAULT_TIMEOUT` of cluster requests.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 5_000;
 /// Default cap on one frame.
-pub const DEFAULT_MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Where room membership lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

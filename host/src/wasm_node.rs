@@ -24,6 +24,8 @@ pub struct WasmNode {
     bindings: ClusterAdapter,
     node: ResourceAny,
     restarts: u64,
+    /// Frames refused before reaching the instance (too large to copy in).
+    rejected_on_host: u64,
 }
 
 impl WasmNode {
@@ -37,6 +39,7 @@ impl WasmNode {
             bindings,
             node,
             restarts: 0,
+            rejected_on_host: 0,
         })
     }
 
@@ -67,6 +70,17 @@ impl WasmNode {
     /// The node's settings.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Refuses input over the frame cap on this side, so a huge frame never
+    /// has to be copied into the instance's capped memory (same error as the
+    /// component's own check).
+    fn too_large(&mut self, bytes: &[u8]) -> Option<FrameError> {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        (len > self.cfg.max_frame_bytes).then(|| {
+            self.rejected_on_host += 1;
+            FrameError::TooLarge(len)
+        })
     }
 
     fn call<R>(
@@ -127,6 +141,9 @@ impl AdapterNode for WasmNode {
         now: u64,
         frame: &[u8],
     ) -> Result<Result<Vec<Effect>, FrameError>, NodeError> {
+        if let Some(e) = self.too_large(frame) {
+            return Ok(Err(e));
+        }
         self.call(|g, s, n| g.call_on_frame(s, n, now, frame))
             .map(|r| {
                 r.map(bindings::effects_in)
@@ -139,6 +156,9 @@ impl AdapterNode for WasmNode {
         now: u64,
         batch: &[u8],
     ) -> Result<(Vec<Effect>, Vec<FrameError>), NodeError> {
+        if let Some(e) = self.too_large(batch) {
+            return Ok((Vec::new(), vec![e]));
+        }
         self.call(|g, s, n| g.call_on_frames(s, n, now, batch))
             .map(|(e, errs)| {
                 (
@@ -158,8 +178,13 @@ impl AdapterNode for WasmNode {
     }
 
     fn stats(&mut self) -> Result<Stats, NodeError> {
+        let extra = self.rejected_on_host;
         self.call(|g, s, n| g.call_stats(s, n))
             .map(bindings::stats_in)
+            .map(|s| Stats {
+                frames_rejected: s.frames_rejected + extra,
+                ..s
+            })
     }
 
     fn broadcast(
