@@ -431,13 +431,13 @@ impl Node {
     }
 
     fn finish_if_done(&mut self, id: RequestId, out: &mut Vec<Effect>) {
-        if self.requests.get(&id).is_some_and(Request::is_done) {
-            if let Some(req) = self.requests.remove(&id) {
-                if let Some(q) = req.local_query {
-                    self.queries.remove(&q);
-                }
-                out.push(Effect::Complete(req.complete(id, None)));
+        if self.requests.get(&id).is_some_and(Request::is_done)
+            && let Some(req) = self.requests.remove(&id)
+        {
+            if let Some(q) = req.local_query {
+                self.queries.remove(&q);
             }
+            out.push(Effect::Complete(req.complete(id, None)));
         }
     }
 

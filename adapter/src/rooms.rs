@@ -120,10 +120,10 @@ impl RoomIndex {
                 except.extend(members.iter().map(String::as_str));
             }
         }
-        if opts.flags.broadcast {
-            if let Some(sid) = &opts.sid {
-                except.insert(sid);
-            }
+        if opts.flags.broadcast
+            && let Some(sid) = &opts.sid
+        {
+            except.insert(sid);
         }
         let mut out = Vec::new();
         if !opts.rooms.is_empty() {

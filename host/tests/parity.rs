@@ -448,17 +448,16 @@ fn c24_server_side_emit(b: Build, m: RoomOwner) -> Sim {
         })
     });
     assert!(s.events(0).is_empty(), "not the sender");
-    assert_eq!(s.events(1), [packet.clone()]);
+    assert_eq!(s.events(1), std::slice::from_ref(&packet));
     assert_eq!(s.events(2), [packet]);
     s
 }
 
 fn sse_request(s: &mut Sim) -> u64 {
-    let id = s.request(0, |n, t| {
+    s.request(0, |n, t| {
         n.server_side_emit(t, b"[\"hello with ack\"]".to_vec(), true)
             .map(|(id, e)| (id.expect("a request id"), e))
-    });
-    id
+    })
 }
 
 fn replies(s: &Sim, id: u64) -> Vec<Vec<u8>> {
@@ -640,7 +639,8 @@ fn x05_bad_frames(b: Build, m: RoomOwner) -> Sim {
     truncated.pop();
     let mut trailing = good.clone();
     trailing.push(0);
-    let cases: Vec<(Vec<u8>, fn(&FrameError) -> bool)> = vec![
+    type Check = fn(&FrameError) -> bool;
+    let cases: Vec<(Vec<u8>, Check)> = vec![
         (vec![], |e| *e == FrameError::Empty),
         (vec![9, 1, 2], |e| *e == FrameError::UnsupportedVersion(9)),
         (

@@ -91,7 +91,6 @@ pub struct Sim {
     pub completions: Vec<Vec<Completion>>,
     /// Host-owned rooms (mode Host).
     host_rooms: Vec<RoomIndex>,
-    infos: Vec<BTreeMap<String, (Vec<u8>, Vec<u8>)>>,
     /// What each client answers to a packet expecting an ack (absent: silent).
     pub client_acks: BTreeMap<String, Vec<u8>>,
     /// What each node answers to a server-side event (absent: silent).
@@ -119,7 +118,6 @@ impl Sim {
             seen: Vec::new(),
             completions: Vec::new(),
             host_rooms: Vec::new(),
-            infos: Vec::new(),
             client_acks: BTreeMap::new(),
             server_replies: BTreeMap::new(),
             down: BTreeSet::new(),
@@ -144,7 +142,6 @@ impl Sim {
         self.seen.push(Vec::new());
         self.completions.push(Vec::new());
         self.host_rooms.push(RoomIndex::new());
-        self.infos.push(BTreeMap::new());
         i
     }
 
@@ -176,10 +173,7 @@ impl Sim {
 
     pub fn set_info(&mut self, i: usize, sid: &str, handshake: Vec<u8>, data: Vec<u8>) {
         match self.mode {
-            RoomOwner::Host => {
-                self.host_rooms[i].set_info(sid, handshake.clone(), data.clone());
-                self.infos[i].insert(sid.to_string(), (handshake, data));
-            }
+            RoomOwner::Host => self.host_rooms[i].set_info(sid, handshake, data),
             RoomOwner::Component => self
                 .node(i)
                 .set_socket_info(sid, handshake, data)
@@ -307,10 +301,11 @@ impl Sim {
                 }
             }
             Effect::Send(uid, frame) => {
-                if let Some(j) = self.index_of(uid) {
-                    if !self.down.contains(&i) && !self.down.contains(&j) {
-                        self.queue.push_back(Work::Frame(j, frame));
-                    }
+                if let Some(j) = self.index_of(uid)
+                    && !self.down.contains(&i)
+                    && !self.down.contains(&j)
+                {
+                    self.queue.push_back(Work::Frame(j, frame));
                 }
             }
             Effect::Apply(op) => self.apply(i, op),

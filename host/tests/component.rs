@@ -1,0 +1,158 @@
+//! The component through wasmtime: loading errors, limits (memory cap, CPU
+//! bound), replacement after a trap, and garbage frames.
+
+use proptest::prelude::*;
+use sio_cluster_host::adapter::wire::{self, Envelope, Message};
+use sio_cluster_host::adapter::{Config, FrameError, Opts, RoomOwner};
+use sio_cluster_host::{AdapterEngine, AdapterNode, EngineOptions, Limits, NodeError, WasmNode};
+use std::sync::OnceLock;
+
+fn engine() -> &'static AdapterEngine {
+    static E: OnceLock<AdapterEngine> = OnceLock::new();
+    E.get_or_init(|| AdapterEngine::new().expect("embedded component"))
+}
+
+fn node(cfg: Config, limits: Limits) -> WasmNode {
+    engine().instantiate(cfg, limits).expect("instance")
+}
+
+#[test]
+fn bad_components_are_clear_errors() {
+    let err = AdapterEngine::from_bytes(b"not wasm", EngineOptions::default())
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("not a valid adapter component"),
+        "{err:#}"
+    );
+    let err = AdapterEngine::from_file(
+        std::path::Path::new("/nonexistent.wasm"),
+        EngineOptions::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        format!("{err:#}").contains("cannot read component /nonexistent.wasm"),
+        "{err:#}"
+    );
+    // A valid component of another world is refused too.
+    let empty = wasmtime_empty_component();
+    let err = AdapterEngine::from_bytes(&empty, EngineOptions::default())
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("socketio:cluster"), "{err:#}");
+}
+
+/// The smallest valid component: the binary header alone.
+fn wasmtime_empty_component() -> Vec<u8> {
+    vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
+}
+
+#[test]
+fn memory_cap_traps_and_the_instance_is_replaced() {
+    let mut cfg = Config::new(1, "/", RoomOwner::Component);
+    cfg.max_frame_bytes = 64 << 20;
+    let limits = Limits {
+        memory_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let mut n = node(cfg, limits);
+    n.join("s", &["r".to_string()]).expect("join");
+    let big = wire::encode(&Envelope {
+        uid: 2,
+        nsp: "/".into(),
+        msg: Message::Broadcast {
+            opts: Opts::all(),
+            packet: vec![7; 8 << 20],
+            ack: None,
+        },
+    });
+    let err = n.on_frame(0, &big).expect_err("the 4 MiB cap is hit");
+    assert!(matches!(err, NodeError::Trapped(_)), "{err:?}");
+    assert_eq!(n.restarts(), 1);
+    // The replacement works, and starts empty.
+    assert_eq!(n.server_count(), Ok(1));
+    assert_eq!(n.socket_rooms("s"), Ok(None));
+    let small = wire::encode(&Envelope {
+        uid: 2,
+        nsp: "/".into(),
+        msg: Message::Heartbeat,
+    });
+    assert!(matches!(n.on_frame(0, &small), Ok(Ok(_))));
+    assert_eq!(n.server_count(), Ok(2));
+}
+
+#[test]
+fn cpu_bound_interrupts_a_long_call() {
+    let limits = Limits {
+        cpu_ticks: 2,
+        ..Limits::default()
+    };
+    let mut n = node(Config::new(1, "/", RoomOwner::Component), limits);
+    // Far more work than 20 ms in one call.
+    let rooms: Vec<String> = (0..400_000).map(|i| format!("room-{i}")).collect();
+    let mut trapped = None;
+    for _ in 0..20 {
+        if let Err(e) = n.join("s", &rooms) {
+            trapped = Some(e);
+            break;
+        }
+    }
+    let err = trapped.expect("the CPU bound interrupts");
+    assert!(
+        matches!(&err, NodeError::Trapped(m) if m.contains("interrupt")),
+        "{err:?}"
+    );
+    assert!(n.restarts() >= 1);
+    assert_eq!(n.server_count(), Ok(1));
+}
+
+#[test]
+fn oversize_frames_are_refused_before_the_instance() {
+    let mut n = node(Config::new(1, "/", RoomOwner::Host), Limits::default());
+    let frame = vec![wire::VERSION; (16 << 20) + 1];
+    assert_eq!(
+        n.on_frame(0, &frame),
+        Ok(Err(FrameError::TooLarge((16 << 20) + 1)))
+    );
+    assert_eq!(n.stats().map(|s| s.frames_rejected), Ok(1));
+    assert_eq!(n.restarts(), 0);
+}
+
+#[test]
+fn instances_are_isolated() {
+    let mut a = node(Config::new(1, "/", RoomOwner::Component), Limits::default());
+    let mut b = node(Config::new(2, "/", RoomOwner::Component), Limits::default());
+    a.join("s", &["r".to_string()]).expect("join");
+    assert_eq!(b.socket_rooms("s"), Ok(None));
+    assert_eq!(a.socket_rooms("s"), Ok(Some(vec!["r".to_string()])));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Garbage and mutated frames through the component: errors, never traps.
+    #[test]
+    fn component_never_traps_on_bad_frames(
+        garbage in prop::collection::vec(any::<u8>(), 0..128),
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+    ) {
+        static NODE: OnceLock<std::sync::Mutex<WasmNode>> = OnceLock::new();
+        let cell = NODE.get_or_init(|| std::sync::Mutex::new(node(Config::new(1, "/", RoomOwner::Host), Limits::default())));
+        let mut n = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let r = n.on_frame(0, &garbage);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        let mut frame = wire::encode(&Envelope {
+            uid: 5,
+            nsp: "/".into(),
+            msg: Message::FetchSockets { opts: Opts::rooms(["a"]), request_id: 1 },
+        });
+        for (at, x) in flips {
+            let i = at % frame.len();
+            frame[i] ^= x;
+        }
+        let r = n.on_frame(0, &frame);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        prop_assert_eq!(n.restarts(), 0);
+    }
+}
