@@ -16,3 +16,8 @@ pub use engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
 pub use node::{AdapterNode, NodeError};
 pub use sio_cluster_adapter as adapter;
 pub use wasm_node::WasmNode;
+
+/// The README's code compiles (checked by `cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
