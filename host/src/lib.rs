@@ -2,7 +2,8 @@
 //!
 //! - [`engine`]: the wasmtime engine, the embedded default component, limits;
 //! - [`wasm_node`]: one adapter node in its own Store, replaced on trap;
-//! - [`node`]: [`AdapterNode`], one API over the native and the component build.
+//! - [`node`]: [`AdapterNode`], one API over the native and the component build;
+//! - [`packet`]: the packet bytes hosts of every runtime exchange.
 //!
 //! Dependencies point one way: WIT → adapter (pure logic) → this crate (IO,
 //! processes, wasmtime) → the CLI.
@@ -10,6 +11,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod node;
+pub mod packet;
 pub mod wasm_node;
 
 pub use engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
