@@ -796,17 +796,13 @@ impl Node {
             .into_iter()
             .map(|s| SocketInfo { node: uid, ..s })
             .collect();
-        match self.queries.remove(&query).map(|q| q.query) {
-            Some(Query::LocalSockets(id)) => {
-                if let Some(req) = self.requests.get_mut(&id) {
-                    if let Collect::Sockets(s) = &mut req.collect {
-                        s.extend(sockets);
-                    }
-                    req.local_pending = false;
-                    req.local_query = None;
+        let wanted = |q: &Query| matches!(q, Query::LocalSockets(_) | Query::RemoteSockets { .. });
+        match self.take_query(query, wanted) {
+            Some(Query::LocalSockets(id)) => self.local_part(id, &mut out, |c| {
+                if let Collect::Sockets(s) = c {
+                    s.extend(sockets);
                 }
-                self.finish_if_done(id, &mut out);
-            }
+            }),
             Some(Query::RemoteSockets { requester, request }) => {
                 let msg = Message::FetchSocketsResponse {
                     request_id: request,
@@ -814,8 +810,7 @@ impl Node {
                 };
                 self.send(requester, msg, &mut out);
             }
-            Some(other) => self.restore_query(query, other),
-            None => {}
+            _ => {}
         }
         out
     }
@@ -823,17 +818,13 @@ impl Node {
     /// The host's local rooms for a fetch-rooms query.
     pub fn rooms_reply(&mut self, _now: u64, query: QueryId, rooms: Vec<String>) -> Vec<Effect> {
         let mut out = Vec::new();
-        match self.queries.remove(&query).map(|q| q.query) {
-            Some(Query::LocalRooms(id)) => {
-                if let Some(req) = self.requests.get_mut(&id) {
-                    if let Collect::Rooms(r) = &mut req.collect {
-                        merge_rooms(r, rooms);
-                    }
-                    req.local_pending = false;
-                    req.local_query = None;
+        let wanted = |q: &Query| matches!(q, Query::LocalRooms(_) | Query::RemoteRooms { .. });
+        match self.take_query(query, wanted) {
+            Some(Query::LocalRooms(id)) => self.local_part(id, &mut out, |c| {
+                if let Collect::Rooms(r) = c {
+                    merge_rooms(r, rooms);
                 }
-                self.finish_if_done(id, &mut out);
-            }
+            }),
             Some(Query::RemoteRooms { requester, request }) => {
                 let msg = Message::FetchRoomsResponse {
                     request_id: request,
@@ -841,8 +832,7 @@ impl Node {
                 };
                 self.send(requester, msg, &mut out);
             }
-            Some(other) => self.restore_query(query, other),
-            None => {}
+            _ => {}
         }
         out
     }
@@ -850,29 +840,41 @@ impl Node {
     /// The host's answer to a server-side event (first answer only).
     pub fn reply(&mut self, _now: u64, query: QueryId, payload: Vec<u8>) -> Vec<Effect> {
         let mut out = Vec::new();
-        match self.queries.remove(&query).map(|q| q.query) {
-            Some(Query::Reply { requester, request }) => {
-                let msg = Message::ServerSideEmitResponse {
-                    request_id: request,
-                    packet: payload,
-                };
-                self.send(requester, msg, &mut out);
-            }
-            Some(other) => self.restore_query(query, other),
-            None => {}
+        if let Some(Query::Reply { requester, request }) =
+            self.take_query(query, |q| matches!(q, Query::Reply { .. }))
+        {
+            let msg = Message::ServerSideEmitResponse {
+                request_id: request,
+                packet: payload,
+            };
+            self.send(requester, msg, &mut out);
         }
         out
     }
 
-    fn restore_query(&mut self, id: QueryId, query: Query) {
-        // A reply of the wrong kind: keep the query for its right answer.
-        self.queries.insert(
-            id,
-            PendingQuery {
-                query,
-                expires: u64::MAX,
-            },
-        );
+    /// Removes and returns the query if it is of the wanted kind; an answer of
+    /// the wrong kind leaves it waiting for the right one.
+    fn take_query(&mut self, id: QueryId, wanted: impl Fn(&Query) -> bool) -> Option<Query> {
+        if self.queries.get(&id).is_some_and(|q| wanted(&q.query)) {
+            self.queries.remove(&id).map(|q| q.query)
+        } else {
+            None
+        }
+    }
+
+    /// The host delivered the local part of request `id`.
+    fn local_part(
+        &mut self,
+        id: RequestId,
+        out: &mut Vec<Effect>,
+        fill: impl FnOnce(&mut Collect),
+    ) {
+        if let Some(req) = self.requests.get_mut(&id) {
+            fill(&mut req.collect);
+            req.local_pending = false;
+            req.local_query = None;
+        }
+        self.finish_if_done(id, out);
     }
 
     // ---- room index ----

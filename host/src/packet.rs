@@ -52,9 +52,8 @@ impl EncodedPacket {
 
     /// The bytes for the adapter.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let size = 4
-            + self.text.len()
-            + self.attachments.iter().map(|a| 4 + a.len()).sum::<usize>();
+        let size =
+            4 + self.text.len() + self.attachments.iter().map(|a| 4 + a.len()).sum::<usize>();
         let mut out = Vec::with_capacity(size);
         push_chunk(&mut out, self.text.as_bytes());
         for a in &self.attachments {
