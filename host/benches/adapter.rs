@@ -1,0 +1,90 @@
+//! The same adapter work on the native build and through wasmtime, side by
+//! side, for the wasm/native ratio (target: component ≥ 0.7× native).
+//!
+//! `cargo bench -p sio-cluster-host --bench adapter`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sio_cluster_host::adapter::wire::{self, Envelope, Message};
+use sio_cluster_host::adapter::{Config, Node, Opts, RoomOwner};
+use sio_cluster_host::{AdapterEngine, AdapterNode, Limits};
+
+fn nodes(rooms: RoomOwner) -> Vec<(&'static str, Box<dyn AdapterNode>)> {
+    let engine = AdapterEngine::new().expect("embedded component");
+    let cfg = Config::new(1, "/", rooms);
+    let wasm = engine
+        .instantiate(cfg.clone(), Limits::default())
+        .expect("instance");
+    vec![
+        ("native", Box::new(Node::new(cfg))),
+        ("component", Box::new(wasm)),
+    ]
+}
+
+/// 100 sockets, 10 rooms; one live peer so broadcasts are published.
+fn seed(n: &mut dyn AdapterNode) {
+    for i in 0..100 {
+        let sid = format!("socket-{i:04}");
+        n.join(&sid, &[sid.clone(), format!("room-{}", i % 10)])
+            .expect("join");
+    }
+    let peer = wire::encode(&Envelope {
+        uid: 2,
+        nsp: "/".into(),
+        msg: Message::Heartbeat,
+    });
+    n.on_frame(0, &peer).expect("no trap").expect("valid");
+}
+
+fn bench(c: &mut Criterion) {
+    let packet = vec![b'x'; 100];
+    let remote = wire::encode(&Envelope {
+        uid: 2,
+        nsp: "/".into(),
+        msg: Message::Broadcast {
+            opts: Opts::rooms(["room-3"]),
+            packet: packet.clone(),
+            ack: None,
+        },
+    });
+
+    let mut g = c.benchmark_group("adapter");
+    g.throughput(Throughput::Elements(1));
+    for (name, mut n) in nodes(RoomOwner::Component) {
+        seed(n.as_mut());
+        g.bench_function(BenchmarkId::new("broadcast_room_of_10", name), |b| {
+            b.iter(|| {
+                n.broadcast(1, Opts::rooms(["room-3"]), packet.clone())
+                    .expect("ok")
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("on_frame_broadcast_room_of_10", name),
+            |b| b.iter(|| n.on_frame(1, &remote).expect("ok").expect("valid")),
+        );
+    }
+    for (name, mut n) in nodes(RoomOwner::Host) {
+        seed(n.as_mut());
+        g.bench_function(BenchmarkId::new("broadcast_host_rooms", name), |b| {
+            b.iter(|| n.broadcast(1, Opts::all(), packet.clone()).expect("ok"))
+        });
+        g.bench_function(BenchmarkId::new("on_frame_host_rooms", name), |b| {
+            b.iter(|| n.on_frame(1, &remote).expect("ok").expect("valid"))
+        });
+    }
+    // 64 frames in one call (on-frames) against 64 calls.
+    let mut batch = Vec::new();
+    for _ in 0..64 {
+        wire::push_batch(&mut batch, &remote);
+    }
+    g.throughput(Throughput::Elements(64));
+    for (name, mut n) in nodes(RoomOwner::Host) {
+        seed(n.as_mut());
+        g.bench_function(BenchmarkId::new("on_frames_batch_64", name), |b| {
+            b.iter(|| n.on_frames(1, &batch).expect("ok"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
