@@ -26,16 +26,29 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
-    println!("cargo:rerun-if-env-changed=SIO_CLUSTER_SKIP_TARGET_ADD");
 
     ensure_target();
 
-    let target_dir = root.join("target").join("guest-wasm");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let default = build_component(&root, "guest-wasm", &[]);
+    copy(&default, &out_dir.join("sio_cluster_adapter.wasm"));
+    // The misbehaving build for the sandbox tests (not embedded).
+    let misbehaving = build_component(&root, "guest-wasm-misbehave", &["--features", "misbehave"]);
+    println!(
+        "cargo:rustc-env=SIO_CLUSTER_MISBEHAVING_COMPONENT={}",
+        misbehaving.display()
+    );
+}
+
+/// Builds the adapter for wasm32-wasip2 into `target/<dir>`; returns the .wasm path.
+fn build_component(root: &Path, dir: &str, extra: &[&str]) -> PathBuf {
+    let target_dir = root.join("target").join(dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(root)
         .args(["build", "--locked", "-p", "sio-cluster-adapter", "--lib"])
         .args(["--target", TARGET, "--profile", PROFILE])
+        .args(extra)
         .arg("--target-dir")
         .arg(&target_dir);
     // Flags meant for the host build must not reach the wasm build.
@@ -55,13 +68,10 @@ fn main() {
     if !status.success() {
         panic!("building the adapter component failed ({status}); see the cargo output above");
     }
-    let wasm = target_dir
+    target_dir
         .join(TARGET)
         .join(PROFILE)
-        .join("sio_cluster_adapter.wasm");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("sio_cluster_adapter.wasm");
-    copy(&wasm, &out);
+        .join("sio_cluster_adapter.wasm")
 }
 
 /// Adds the wasm target when rustup does not list it (a fresh machine).

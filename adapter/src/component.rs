@@ -102,6 +102,8 @@ impl GuestNode for NodeResource {
     }
 
     fn broadcast(&self, now: u64, opts: wit::BroadcastOpts, packet: Vec<u8>) -> Vec<wit::Effect> {
+        #[cfg(feature = "misbehave")]
+        misbehave(&packet);
         effects(self.with(|n| n.broadcast(now, opts_in(opts), packet)))
     }
 
@@ -219,6 +221,28 @@ impl GuestNode for NodeResource {
     fn sockets(&self, opts: wit::BroadcastOpts) -> Vec<String> {
         let opts = opts_in(opts);
         self.with(|n| n.sockets(&opts))
+    }
+}
+
+/// The sandbox tests' faults (feature `misbehave` only).
+#[cfg(feature = "misbehave")]
+fn misbehave(packet: &[u8]) {
+    match packet {
+        b"\0misbehave:alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        b"\0misbehave:loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        b"\0misbehave:trap" => panic!("misbehave: trap"),
+        _ => {}
     }
 }
 

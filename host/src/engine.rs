@@ -23,6 +23,11 @@ use crate::wasm_node::WasmNode;
 pub static DEFAULT_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sio_cluster_adapter.wasm"));
 
+/// Path of the deliberately misbehaving build of the component (feature
+/// `misbehave` of the adapter), for the sandbox tests. Not embedded.
+#[doc(hidden)]
+pub const MISBEHAVING_COMPONENT: &str = env!("SIO_CLUSTER_MISBEHAVING_COMPONENT");
+
 /// Per-instance limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -10,9 +10,15 @@ use sio_cluster_adapter::{Ack, Effect, FrameError, Node, Opts, SocketInfo, Stats
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum NodeError {
     /// The instance trapped (panic, memory cap, CPU bound) and was replaced by
-    /// a fresh one; its state is gone.
-    #[error("adapter instance trapped and was replaced: {0}")]
-    Trapped(String),
+    /// a fresh one rebuilt from the host side. `effects` must still be carried
+    /// out: pending requests failing, the node announcing itself again.
+    #[error("adapter instance trapped and was replaced: {reason}")]
+    Trapped {
+        /// What the trap was.
+        reason: String,
+        /// Effects of the rebuild.
+        effects: Vec<Effect>,
+    },
     /// The instance trapped and no replacement could be started.
     #[error("adapter instance trapped and could not be replaced: {0}")]
     Replace(String),

@@ -2,18 +2,50 @@
 //! CPU bound, trap isolation) and a typed API that returns the adapter
 //! crate's types.
 //!
-//! A trap (panic, memory cap, CPU bound) poisons the whole Store, so the node
-//! is replaced by a fresh instance with the same config and the call returns
-//! [`NodeError::Trapped`]. The fresh instance starts empty: the host must
-//! re-announce it and re-seed what it needs (see [`WasmNode::restarts`]).
+//! A trap (panic, memory cap, CPU bound) poisons the whole Store. The node is
+//! then rebuilt from the host side in a fresh Store with the same config:
+//! - the room index is replayed from a host-side mirror (component-owned rooms);
+//! - the node is announced again (INITIAL_HEARTBEAT) if it had been;
+//! - every request still pending fails with [`RESTARTED_ERROR`].
+//!
+//! The call returns [`NodeError::Trapped`] carrying those effects, which the
+//! host carries out like any others.
 
-use sio_cluster_adapter::{Ack, Config, Effect, FrameError, Opts, SocketInfo, Stats};
+use std::collections::BTreeMap;
+
+use sio_cluster_adapter::rooms::RoomIndex;
+use sio_cluster_adapter::{
+    Ack, Completion, Config, Effect, FrameError, Opts, RequestValue, RoomOwner, SocketInfo, Stats,
+};
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use crate::bindings::{self, ClusterAdapter};
 use crate::engine::{AdapterEngine, HostState, Limits};
 use crate::node::{AdapterNode, NodeError};
+
+/// Error of requests that were pending when their instance trapped.
+pub const RESTARTED_ERROR: &str = "adapter instance restarted after a trap";
+
+/// What a pending request returns, to fail it with the right empty value.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sockets,
+    Rooms,
+    Replies,
+    Acks,
+}
+
+impl Kind {
+    fn empty(self) -> RequestValue {
+        match self {
+            Kind::Sockets => RequestValue::Sockets(Vec::new()),
+            Kind::Rooms => RequestValue::Rooms(Vec::new()),
+            Kind::Replies => RequestValue::Replies(Vec::new()),
+            Kind::Acks => RequestValue::Acks(Vec::new()),
+        }
+    }
+}
 
 /// An adapter node inside a wasmtime instance.
 pub struct WasmNode {
@@ -26,11 +58,17 @@ pub struct WasmNode {
     restarts: u64,
     /// Frames refused before reaching the instance (too large to copy in).
     rejected_on_host: u64,
+    /// Host-side state to rebuild a replaced instance.
+    announced: bool,
+    last_now: u64,
+    pending: BTreeMap<u64, Kind>,
+    mirror: Option<RoomIndex>,
 }
 
 impl WasmNode {
     pub(crate) fn new(engine: AdapterEngine, cfg: Config, limits: Limits) -> anyhow::Result<Self> {
         let (store, bindings, node) = Self::instance(&engine, &cfg, limits)?;
+        let mirror = (cfg.rooms == RoomOwner::Component).then(RoomIndex::new);
         Ok(WasmNode {
             engine,
             cfg,
@@ -40,6 +78,10 @@ impl WasmNode {
             node,
             restarts: 0,
             rejected_on_host: 0,
+            announced: false,
+            last_now: 0,
+            pending: BTreeMap::new(),
+            mirror,
         })
     }
 
@@ -83,6 +125,70 @@ impl WasmNode {
         })
     }
 
+    /// Follows the effects that change what a rebuild needs.
+    fn track(&mut self, effects: &[Effect]) {
+        for e in effects {
+            match e {
+                Effect::Complete(c) => {
+                    self.pending.remove(&c.id);
+                }
+                Effect::RoomsChanged {
+                    sids,
+                    rooms,
+                    joined,
+                } => {
+                    if let Some(m) = &mut self.mirror {
+                        for sid in sids {
+                            if *joined {
+                                m.add_all(sid, rooms);
+                            } else {
+                                for room in rooms {
+                                    m.del(sid, room);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Calls the instance at time `now`; effects are tracked.
+    fn effects(
+        &mut self,
+        now: u64,
+        f: impl FnOnce(
+            &bindings::exports::socketio::cluster::adapter::GuestNode<'_>,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<Vec<bindings::wit::Effect>>,
+    ) -> Result<Vec<Effect>, NodeError> {
+        self.last_now = now;
+        let out = bindings::effects_in(self.call(f)?);
+        self.track(&out);
+        Ok(out)
+    }
+
+    /// Like [`WasmNode::effects`] for calls that start request `id` of `kind`.
+    fn request(
+        &mut self,
+        now: u64,
+        kind: Kind,
+        f: impl FnOnce(
+            &bindings::exports::socketio::cluster::adapter::GuestNode<'_>,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<(u64, Vec<bindings::wit::Effect>)>,
+    ) -> Result<(u64, Vec<Effect>), NodeError> {
+        self.last_now = now;
+        let (id, out) = self.call(f)?;
+        let out = bindings::effects_in(out);
+        self.pending.insert(id, kind);
+        self.track(&out);
+        Ok((id, out))
+    }
+
     fn call<R>(
         &mut self,
         f: impl FnOnce(
@@ -102,34 +208,72 @@ impl WasmNode {
                 };
                 tracing::warn!(nsp = %self.cfg.nsp, uid = self.cfg.uid, "adapter instance trapped: {reason}; replacing it");
                 self.restarts += 1;
-                match Self::instance(&self.engine, &self.cfg, self.limits) {
-                    Ok((store, bindings, node)) => {
-                        self.store = store;
-                        self.bindings = bindings;
-                        self.node = node;
-                        Err(NodeError::Trapped(reason))
-                    }
+                match self.rebuild() {
+                    Ok(effects) => Err(NodeError::Trapped { reason, effects }),
                     Err(e) => Err(NodeError::Replace(format!("{reason}; then {e:#}"))),
                 }
             }
         }
     }
+
+    /// A fresh instance with the host-side state replayed; returns the effects
+    /// of the rebuild (failed requests, re-announce).
+    fn rebuild(&mut self) -> anyhow::Result<Vec<Effect>> {
+        let (store, bindings, node) = Self::instance(&self.engine, &self.cfg, self.limits)?;
+        self.store = store;
+        self.bindings = bindings;
+        self.node = node;
+        let mut effects: Vec<Effect> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(id, kind)| {
+                Effect::Complete(Completion {
+                    id,
+                    error: Some(RESTARTED_ERROR.to_owned()),
+                    value: kind.empty(),
+                })
+            })
+            .collect();
+        let sockets = self
+            .mirror
+            .as_ref()
+            .map(|m| m.infos(&Opts::all(), self.cfg.uid))
+            .unwrap_or_default();
+        let guest = self.bindings.socketio_cluster_adapter().node();
+        for s in sockets {
+            self.store.set_epoch_deadline(self.limits.cpu_ticks);
+            guest
+                .call_join(&mut self.store, self.node, &s.id, &s.rooms)
+                .map_err(|e| anyhow::anyhow!("replaying the room index failed: {e:?}"))?;
+            guest
+                .call_set_socket_info(&mut self.store, self.node, &s.id, &s.handshake, &s.data)
+                .map_err(|e| anyhow::anyhow!("replaying the room index failed: {e:?}"))?;
+        }
+        if self.announced {
+            self.store.set_epoch_deadline(self.limits.cpu_ticks);
+            let init = guest
+                .call_init(&mut self.store, self.node, self.last_now)
+                .map_err(|e| anyhow::anyhow!("re-announcing the node failed: {e:?}"))?;
+            effects.extend(bindings::effects_in(init));
+        }
+        Ok(effects)
+    }
 }
 
 impl AdapterNode for WasmNode {
     fn init(&mut self, now: u64) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_init(s, n, now))
-            .map(bindings::effects_in)
+        let out = self.effects(now, |g, s, n| g.call_init(s, n, now))?;
+        self.announced = true;
+        Ok(out)
     }
 
     fn close(&mut self, now: u64) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_close(s, n, now))
-            .map(bindings::effects_in)
+        let out = self.effects(now, |g, s, n| g.call_close(s, n, now))?;
+        self.announced = false;
+        Ok(out)
     }
 
     fn tick(&mut self, now: u64) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_tick(s, n, now))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_tick(s, n, now))
     }
 
     fn next_deadline(&mut self) -> Result<Option<u64>, NodeError> {
@@ -144,11 +288,15 @@ impl AdapterNode for WasmNode {
         if let Some(e) = self.too_large(frame) {
             return Ok(Err(e));
         }
-        self.call(|g, s, n| g.call_on_frame(s, n, now, frame))
-            .map(|r| {
-                r.map(bindings::effects_in)
-                    .map_err(bindings::frame_error_in)
-            })
+        self.last_now = now;
+        match self.call(|g, s, n| g.call_on_frame(s, n, now, frame))? {
+            Ok(out) => {
+                let out = bindings::effects_in(out);
+                self.track(&out);
+                Ok(Ok(out))
+            }
+            Err(e) => Ok(Err(bindings::frame_error_in(e))),
+        }
     }
 
     fn on_frames(
@@ -159,18 +307,18 @@ impl AdapterNode for WasmNode {
         if let Some(e) = self.too_large(batch) {
             return Ok((Vec::new(), vec![e]));
         }
-        self.call(|g, s, n| g.call_on_frames(s, n, now, batch))
-            .map(|(e, errs)| {
-                (
-                    bindings::effects_in(e),
-                    errs.into_iter().map(bindings::frame_error_in).collect(),
-                )
-            })
+        self.last_now = now;
+        let (out, errors) = self.call(|g, s, n| g.call_on_frames(s, n, now, batch))?;
+        let out = bindings::effects_in(out);
+        self.track(&out);
+        Ok((
+            out,
+            errors.into_iter().map(bindings::frame_error_in).collect(),
+        ))
     }
 
     fn node_down(&mut self, now: u64, uid: u64) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_node_down(s, n, now, uid))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_node_down(s, n, now, uid))
     }
 
     fn server_count(&mut self) -> Result<u32, NodeError> {
@@ -194,8 +342,7 @@ impl AdapterNode for WasmNode {
         packet: Vec<u8>,
     ) -> Result<Vec<Effect>, NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| g.call_broadcast(s, n, now, &opts, &packet))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_broadcast(s, n, now, &opts, &packet))
     }
 
     fn broadcast_with_ack(
@@ -207,10 +354,9 @@ impl AdapterNode for WasmNode {
         streamed: bool,
     ) -> Result<(u64, Vec<Effect>), NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| {
+        self.request(now, Kind::Acks, |g, s, n| {
             g.call_broadcast_with_ack(s, n, now, &opts, &packet, timeout_ms, streamed)
         })
-        .map(|(id, e)| (id, bindings::effects_in(e)))
     }
 
     fn sockets_join(
@@ -220,8 +366,7 @@ impl AdapterNode for WasmNode {
         rooms: Vec<String>,
     ) -> Result<Vec<Effect>, NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| g.call_sockets_join(s, n, now, &opts, &rooms))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_sockets_join(s, n, now, &opts, &rooms))
     }
 
     fn sockets_leave(
@@ -231,8 +376,9 @@ impl AdapterNode for WasmNode {
         rooms: Vec<String>,
     ) -> Result<Vec<Effect>, NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| g.call_sockets_leave(s, n, now, &opts, &rooms))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| {
+            g.call_sockets_leave(s, n, now, &opts, &rooms)
+        })
     }
 
     fn disconnect_sockets(
@@ -242,8 +388,9 @@ impl AdapterNode for WasmNode {
         close: bool,
     ) -> Result<Vec<Effect>, NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| g.call_disconnect_sockets(s, n, now, &opts, close))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| {
+            g.call_disconnect_sockets(s, n, now, &opts, close)
+        })
     }
 
     fn fetch_sockets(
@@ -253,14 +400,16 @@ impl AdapterNode for WasmNode {
         timeout_ms: Option<u32>,
     ) -> Result<(u64, Vec<Effect>), NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| g.call_fetch_sockets(s, n, now, &opts, timeout_ms))
-            .map(|(id, e)| (id, bindings::effects_in(e)))
+        self.request(now, Kind::Sockets, |g, s, n| {
+            g.call_fetch_sockets(s, n, now, &opts, timeout_ms)
+        })
     }
 
     fn fetch_rooms(&mut self, now: u64, opts: Opts) -> Result<(u64, Vec<Effect>), NodeError> {
         let opts = bindings::opts_out(opts);
-        self.call(|g, s, n| g.call_fetch_rooms(s, n, now, &opts))
-            .map(|(id, e)| (id, bindings::effects_in(e)))
+        self.request(now, Kind::Rooms, |g, s, n| {
+            g.call_fetch_rooms(s, n, now, &opts)
+        })
     }
 
     fn server_side_emit(
@@ -269,19 +418,24 @@ impl AdapterNode for WasmNode {
         packet: Vec<u8>,
         want_replies: bool,
     ) -> Result<(Option<u64>, Vec<Effect>), NodeError> {
-        self.call(|g, s, n| g.call_server_side_emit(s, n, now, &packet, want_replies))
-            .map(|(id, e)| (id, bindings::effects_in(e)))
+        self.last_now = now;
+        let (id, out) =
+            self.call(|g, s, n| g.call_server_side_emit(s, n, now, &packet, want_replies))?;
+        let out = bindings::effects_in(out);
+        if let Some(id) = id {
+            self.pending.insert(id, Kind::Replies);
+        }
+        self.track(&out);
+        Ok((id, out))
     }
 
     fn ack_count(&mut self, now: u64, query: u64, count: u32) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_ack_count(s, n, now, query, count))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_ack_count(s, n, now, query, count))
     }
 
     fn ack(&mut self, now: u64, query: u64, ack: Ack) -> Result<Vec<Effect>, NodeError> {
         let ack = bindings::ack_out(ack);
-        self.call(|g, s, n| g.call_ack(s, n, now, query, &ack))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_ack(s, n, now, query, &ack))
     }
 
     fn sockets_reply(
@@ -291,8 +445,9 @@ impl AdapterNode for WasmNode {
         sockets: Vec<SocketInfo>,
     ) -> Result<Vec<Effect>, NodeError> {
         let sockets: Vec<_> = sockets.into_iter().map(bindings::socket_out).collect();
-        self.call(|g, s, n| g.call_sockets_reply(s, n, now, query, &sockets))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| {
+            g.call_sockets_reply(s, n, now, query, &sockets)
+        })
     }
 
     fn rooms_reply(
@@ -301,25 +456,35 @@ impl AdapterNode for WasmNode {
         query: u64,
         rooms: Vec<String>,
     ) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_rooms_reply(s, n, now, query, &rooms))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_rooms_reply(s, n, now, query, &rooms))
     }
 
     fn reply(&mut self, now: u64, query: u64, payload: Vec<u8>) -> Result<Vec<Effect>, NodeError> {
-        self.call(|g, s, n| g.call_reply(s, n, now, query, &payload))
-            .map(bindings::effects_in)
+        self.effects(now, |g, s, n| g.call_reply(s, n, now, query, &payload))
     }
 
     fn join(&mut self, sid: &str, rooms: &[String]) -> Result<(), NodeError> {
-        self.call(|g, s, n| g.call_join(s, n, sid, rooms))
+        self.call(|g, s, n| g.call_join(s, n, sid, rooms))?;
+        if let Some(m) = &mut self.mirror {
+            m.add_all(sid, rooms);
+        }
+        Ok(())
     }
 
     fn leave(&mut self, sid: &str, room: &str) -> Result<(), NodeError> {
-        self.call(|g, s, n| g.call_leave(s, n, sid, room))
+        self.call(|g, s, n| g.call_leave(s, n, sid, room))?;
+        if let Some(m) = &mut self.mirror {
+            m.del(sid, room);
+        }
+        Ok(())
     }
 
     fn leave_all(&mut self, sid: &str) -> Result<(), NodeError> {
-        self.call(|g, s, n| g.call_leave_all(s, n, sid))
+        self.call(|g, s, n| g.call_leave_all(s, n, sid))?;
+        if let Some(m) = &mut self.mirror {
+            m.del_all(sid);
+        }
+        Ok(())
     }
 
     fn set_socket_info(
@@ -328,7 +493,11 @@ impl AdapterNode for WasmNode {
         handshake: Vec<u8>,
         data: Vec<u8>,
     ) -> Result<(), NodeError> {
-        self.call(|g, s, n| g.call_set_socket_info(s, n, sid, &handshake, &data))
+        self.call(|g, s, n| g.call_set_socket_info(s, n, sid, &handshake, &data))?;
+        if let Some(m) = &mut self.mirror {
+            m.set_info(sid, handshake, data);
+        }
+        Ok(())
     }
 
     fn socket_rooms(&mut self, sid: &str) -> Result<Option<Vec<String>>, NodeError> {
