@@ -3,7 +3,8 @@
 //! - [`engine`]: the wasmtime engine, the embedded default component, limits;
 //! - [`wasm_node`]: one adapter node in its own Store, replaced on trap;
 //! - [`node`]: [`AdapterNode`], one API over the native and the component build;
-//! - [`packet`]: the packet bytes hosts of every runtime exchange.
+//! - [`packet`]: the packet bytes hosts of every runtime exchange;
+//! - [`tenants`]: one isolated instance per tenant and namespace.
 //!
 //! Dependencies point one way: WIT → adapter (pure logic) → this crate (IO,
 //! processes, wasmtime) → the CLI.
@@ -12,6 +13,7 @@ pub mod bindings;
 pub mod engine;
 pub mod node;
 pub mod packet;
+pub mod tenants;
 pub mod wasm_node;
 
 pub use engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
