@@ -372,13 +372,14 @@ impl Hub {
         };
 
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        let queued = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
         let welcome = FromHub::Welcome {
             version: ipc::PROTOCOL_VERSION,
             worker: index,
         }
         .encode();
+        // Every byte queued is counted once here and released once by the writer.
+        let queued = Arc::new(AtomicUsize::new(welcome.len()));
         let _ = tx.send(welcome);
         tokio::spawn(write_loop(wr, rx, queued.clone(), close.clone()));
         self.lock().conns.insert(
