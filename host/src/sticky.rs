@@ -628,7 +628,11 @@ pub async fn handle(
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    if polling_handshake && parts.status == StatusCode::OK {
+    let identity = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if polling_handshake && identity && parts.status == StatusCode::OK {
         let collected = match Limited::new(body, HANDSHAKE_BODY_LIMIT).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
@@ -695,7 +699,20 @@ pub async fn serve(
         });
     }
     sweeper.abort();
-    info!("public listener closed");
+    let st = &router.stats;
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    info!(
+        connections = r(&st.connections),
+        requests = r(&st.requests),
+        by_sid = r(&st.by_sid),
+        unknown_sid = r(&st.unknown_sid),
+        no_worker = r(&st.no_worker),
+        upstream_errors = r(&st.upstream_errors),
+        upgrades = r(&st.upgrades),
+        sniffed_sessions = r(&st.sniffed_sessions),
+        reported_sessions = r(&st.reported_sessions),
+        "public listener closed"
+    );
 }
 
 #[cfg(test)]

@@ -67,6 +67,14 @@ pub enum LinkError {
     /// No Welcome in time.
     #[error("timed out waiting for the hub's welcome")]
     Timeout,
+    /// A frame is larger than `SIO_CLUSTER_MAX_FRAME`; it was not sent.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Encoded payload length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
     /// A string field is too long for the wire format.
     #[error(transparent)]
     Codec(#[from] ipc::CodecError),
@@ -223,7 +231,9 @@ impl WorkerEnv {
     }
 }
 
-/// Fails unless `fd` is an open socket.
+/// Fails unless `fd` is an open socket; then marks it close-on-exec so that
+/// processes the worker spawns do not inherit it (an inherited hub link would
+/// outlive the worker and delay its nodes' fast leave).
 fn check_socket(fd: RawFd, name: &'static str) -> Result<(), LinkError> {
     // SAFETY: fstat only writes into the provided struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -239,6 +249,10 @@ fn check_socket(fd: RawFd, name: &'static str) -> Result<(), LinkError> {
             name,
             reason: format!("fd {fd} is not a socket"),
         });
+    }
+    // SAFETY: F_SETFD on an fd checked to be open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(LinkError::Io(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -290,6 +304,7 @@ pub enum Incoming {
 pub struct LinkSender {
     tx: mpsc::UnboundedSender<Bytes>,
     index: u32,
+    max_frame: usize,
 }
 
 /// Receiving half of the link.
@@ -412,7 +427,11 @@ impl WorkerLink {
             debug!(%reason, "hub link lost");
         });
         Ok((
-            LinkSender { tx: out_tx, index },
+            LinkSender {
+                tx: out_tx,
+                index,
+                max_frame,
+            },
             LinkReceiver { rx: in_rx, index },
         ))
     }
@@ -425,7 +444,15 @@ impl LinkSender {
     }
 
     fn push(&self, msg: ToHub) -> Result<(), LinkError> {
-        self.tx.send(msg.encode()).map_err(|_| LinkError::Closed)
+        let frame = msg.encode();
+        let len = frame.len() - 4;
+        if len > self.max_frame {
+            return Err(LinkError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        self.tx.send(frame).map_err(|_| LinkError::Closed)
     }
 
     /// Relays `frame` from node `sender_uid` to every other worker.

@@ -340,3 +340,46 @@ fn sessions_reported_by_workers_route_too() {
         assert!(r.text().starts_with(&format!("worker={w} ")));
     }
 }
+
+/// Not a pass/fail test: prints the cost of the proxy hop. Run with
+/// `cargo test --release -p sio-cluster-host --test cluster measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_proxy_overhead() {
+    let p = Primary::start_workers(2, "round-robin");
+    p.wait_attached(2);
+    let sid = handshake(p.port);
+    let r = get(p.port, &format!("/ctl/info?sid={sid}"));
+    let listen = r
+        .text()
+        .split_whitespace()
+        .find_map(|x| x.strip_prefix("listen=").map(str::to_string))
+        .expect("listen addr");
+    let direct_port: u16 = listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let n = 5000;
+    let body = pattern(1024 * 1024, 1);
+    for (name, port) in [("direct", direct_port), ("proxied", p.port)] {
+        let mut c = Conn::open(port);
+        for _ in 0..200 {
+            c.get(&path);
+        }
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let r = c.get(&path);
+            assert_eq!(r.status, 200);
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let t = std::time::Instant::now();
+        for _ in 0..50 {
+            let r = c.post(&path, &body);
+            assert_eq!(r.status, 200);
+        }
+        let mbps = 50.0 / t.elapsed().as_secs_f64();
+        eprintln!("{name}: {per:.1} us per keep-alive GET, {mbps:.0} MiB/s POST (1 MiB bodies)");
+    }
+}

@@ -11,7 +11,7 @@
 //! * any request with a known `sid`: `worker=<i> pid=<pid> sid=<sid> len=<body
 //!   length> hash=<body hash>`; unknown sid: 400 like Engine.IO;
 //! * `Upgrade:` requests: `101`, then `worker=<i>\n` and an echo of every byte;
-//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,...`;
+//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr>`;
 //! * `/ctl/publish?nsp=N` and `/ctl/send?nsp=N&target=<hex>`: relay the
 //!   request body as an adapter frame;
 //! * `/ctl/events`: one line per message received from the hub,
@@ -41,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct State {
     index: u32,
+    listen: String,
     pid: u32,
     report: bool,
     uids: Vec<(String, u64)>,
@@ -138,10 +139,11 @@ async fn handle(
             text(
                 StatusCode::OK,
                 format!(
-                    "worker={} pid={} uids={}",
+                    "worker={} pid={} uids={} listen={}",
                     state.index,
                     state.pid,
-                    uids.join(",")
+                    uids.join(","),
+                    state.listen
                 ),
             )
         }
@@ -268,6 +270,10 @@ async fn main() -> std::process::ExitCode {
         .collect::<Vec<_>>();
     let state = Arc::new(State {
         index: link.worker_index(),
+        listen: listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         pid: std::process::id(),
         report: std::env::var("SIO_TEST_REPORT_SESSIONS").as_deref() == Ok("1"),
         uids,
