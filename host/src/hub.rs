@@ -41,8 +41,11 @@ pub const MAX_UIDS_PER_WORKER: usize = 4096;
 pub struct HubConfig {
     /// Maximum frame payload accepted from a worker.
     pub max_frame: usize,
-    /// Time a new link has to send its Hello.
+    /// Time a link on the hub's socket has to send its Hello.
     pub hello_timeout: Duration,
+    /// Time a trusted link (a worker spawned by `run`) has to send its Hello;
+    /// longer, since a worker may load and compile code before it attaches.
+    pub trusted_hello_timeout: Duration,
     /// Bytes queued towards one worker before it is considered stuck and dropped.
     pub max_queued_bytes: usize,
 }
@@ -52,6 +55,7 @@ impl Default for HubConfig {
         HubConfig {
             max_frame: ipc::DEFAULT_MAX_FRAME,
             hello_timeout: Duration::from_secs(5),
+            trusted_hello_timeout: Duration::from_secs(120),
             max_queued_bytes: 512 * 1024 * 1024,
         }
     }
@@ -321,11 +325,11 @@ impl Hub {
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let max = self.inner.config.max_frame;
 
-        let hello = tokio::time::timeout(
-            self.inner.config.hello_timeout,
-            ipc::read_frame(&mut rd, max),
-        )
-        .await;
+        let hello_timeout = match auth {
+            Attach::Trusted { .. } => self.inner.config.trusted_hello_timeout,
+            Attach::Token(_) => self.inner.config.hello_timeout,
+        };
+        let hello = tokio::time::timeout(hello_timeout, ipc::read_frame(&mut rd, max)).await;
         let (version, worker, pid, token) = match hello {
             Err(_) => {
                 warn!(conn = id, "link refused: no Hello in time");

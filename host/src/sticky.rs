@@ -522,6 +522,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+    // hyper already answered `100 Continue` to the client when the body was
+    // first polled; the worker must not wait for another one.
+    headers.remove(header::EXPECT);
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -761,6 +764,30 @@ mod tests {
         r.worker_down(0, 10);
         assert_eq!(r.session_count(), 0);
         assert_eq!(r.route(Some("aaa")).unwrap().index, 1);
+    }
+
+    #[tokio::test]
+    async fn sweep_forgets_idle_sniffed_sessions_only() {
+        let r = Router::new(
+            addrs(2),
+            StickyConfig {
+                session_idle_timeout: Duration::ZERO,
+                ..cfg(Balance::LeastConnection)
+            },
+        );
+        r.worker_up(0, 1);
+        r.worker_up(1, 2);
+        let route = r.route(None).unwrap();
+        r.record_sniffed(route, "sniffed");
+        r.session_opened(1, "reported");
+        assert_eq!(r.session_count(), 2);
+        r.sweep();
+        assert_eq!(r.session_count(), 1);
+        assert_eq!(r.route(Some("reported")).unwrap().index, 1);
+        r.session_closed(1, "reported");
+        assert_eq!(r.session_count(), 0);
+        // Counts went back to zero: the next pick is worker 0 again.
+        assert_eq!(r.route(None).unwrap().index, 0);
     }
 
     #[test]

@@ -383,3 +383,30 @@ fn measure_proxy_overhead() {
         eprintln!("{name}: {per:.1} us per keep-alive GET, {mbps:.0} MiB/s POST (1 MiB bodies)");
     }
 }
+
+#[test]
+fn random_balance_uses_every_worker_and_sids_stay_sticky() {
+    let p = Primary::start_workers(2, "random");
+    p.wait_attached(2);
+    let mut seen = [0usize; 2];
+    let mut sessions = Vec::new();
+    for _ in 0..24 {
+        let sid = handshake(p.port);
+        let (w, _, _) = info(p.port, &sid);
+        seen[w as usize] += 1;
+        sessions.push((sid, w));
+    }
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "random used one worker only: {seen:?}"
+    );
+    let mut c = Conn::open(p.port);
+    for (sid, w) in &sessions {
+        let r = c.get(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+        assert!(
+            r.text().starts_with(&format!("worker={w} ")),
+            "{}",
+            r.text()
+        );
+    }
+}
