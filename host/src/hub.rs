@@ -665,3 +665,165 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     diff == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerLink};
+    use std::sync::Mutex as StdMutex;
+
+    #[derive(Default)]
+    struct Events(StdMutex<Vec<HubEvent>>);
+
+    impl HubObserver for Events {
+        fn on_event(&self, event: HubEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    fn opts() -> LinkOptions {
+        LinkOptions {
+            exit_on_close: false,
+            ..LinkOptions::default()
+        }
+    }
+
+    async fn link(hub: &Hub, index: u32) -> (LinkSender, LinkReceiver) {
+        let (a, b) = UnixStream::pair().unwrap();
+        hub.attach(a, Attach::Trusted { index });
+        WorkerLink::connect_stream(b, index, "", ipc::DEFAULT_MAX_FRAME, opts())
+            .await
+            .unwrap()
+    }
+
+    async fn next(rx: &mut LinkReceiver) -> Incoming {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("timely message")
+            .expect("open link")
+    }
+
+    async fn nothing(rx: &mut LinkReceiver) {
+        let r = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        assert!(r.is_err(), "unexpected message {r:?}");
+    }
+
+    #[tokio::test]
+    async fn relay_and_fast_leave_in_process() {
+        let events = Arc::new(Events::default());
+        let hub = Hub::new(HubConfig::default(), Some(events.clone()));
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (s1, mut r1) = link(&hub, 1).await;
+        let (s2, mut r2) = link(&hub, 2).await;
+
+        s0.publish(10, "/", b"from-0").unwrap();
+        for rx in [&mut r1, &mut r2] {
+            assert_eq!(
+                next(rx).await,
+                Incoming::Frame {
+                    nsp: "/".into(),
+                    from: 10,
+                    frame: b"from-0".to_vec()
+                }
+            );
+        }
+        nothing(&mut r0).await;
+
+        // Worker 2 announces its node, then worker 1 answers node 10 only.
+        s2.publish(12, "/", b"hb").unwrap();
+        next(&mut r0).await;
+        next(&mut r1).await;
+        s1.send(11, 10, "/", b"resp").unwrap();
+        assert_eq!(
+            next(&mut r0).await,
+            Incoming::Frame {
+                nsp: "/".into(),
+                from: 11,
+                frame: b"resp".to_vec()
+            }
+        );
+        nothing(&mut r2).await;
+        s1.send(11, 999, "/", b"lost").unwrap();
+        s1.session_opened("abc").unwrap();
+        nothing(&mut r0).await;
+        assert_eq!(hub.stats().unknown_target, 1);
+
+        // Worker 1 goes away: the others learn node 11 left.
+        drop(s1);
+        drop(r1);
+        for rx in [&mut r0, &mut r2] {
+            assert_eq!(
+                next(rx).await,
+                Incoming::NodeDown {
+                    uid: 11,
+                    nsp: "/".into()
+                }
+            );
+        }
+        let ev = events.0.lock().unwrap().clone();
+        assert!(ev.contains(&HubEvent::SessionOpened {
+            index: 1,
+            sid: "abc".into()
+        }));
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, HubEvent::WorkerDown { index: 1, .. }))
+        );
+        assert_eq!(hub.attached_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn oversize_frame_drops_only_the_sender() {
+        let config = HubConfig {
+            max_frame: 1024,
+            ..HubConfig::default()
+        };
+        let hub = Hub::new(config, None);
+        let (_s0, mut r0) = link(&hub, 0).await;
+        let (a, b) = UnixStream::pair().unwrap();
+        hub.attach(a, Attach::Trusted { index: 1 });
+        // The worker side allows more than the hub does.
+        let (s1, _r1) = WorkerLink::connect_stream(b, 1, "", 1 << 20, opts())
+            .await
+            .unwrap();
+        s1.publish(7, "/", b"small").unwrap();
+        next(&mut r0).await;
+        s1.publish(7, "/", vec![0u8; 4096]).unwrap();
+        assert_eq!(
+            next(&mut r0).await,
+            Incoming::NodeDown {
+                uid: 7,
+                nsp: "/".into()
+            }
+        );
+        assert_eq!(hub.stats().protocol_errors, 1);
+        assert_eq!(hub.attached_count(), 1);
+        // The worker side refuses frames above its own limit before sending.
+        assert!(matches!(
+            s1.publish(7, "/", vec![0u8; 2 << 20]),
+            Err(crate::worker::LinkError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn uid_of_another_worker_is_not_stolen() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (s1, mut r1) = link(&hub, 1).await;
+        let (_s2, mut r2) = link(&hub, 2).await;
+        s0.publish(5, "/", b"mine").unwrap();
+        next(&mut r1).await;
+        next(&mut r2).await;
+        s1.publish(5, "/", b"spoof").unwrap();
+        nothing(&mut r2).await;
+        nothing(&mut r0).await;
+        assert_eq!(hub.stats().uid_conflicts, 1);
+        // Responses for uid 5 still reach worker 0.
+        let _ = &mut r1;
+        _s2.send(6, 5, "/", b"to-5").unwrap();
+        assert!(matches!(
+            next(&mut r0).await,
+            Incoming::Frame { from: 6, .. }
+        ));
+    }
+}

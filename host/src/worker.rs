@@ -346,6 +346,20 @@ impl WorkerLink {
         Self::handshake(stream, env.index, token, env.max_frame, options).await
     }
 
+    /// Opens a link over an already connected stream (e.g. one end of
+    /// `UnixStream::pair()` whose other end was given to [`crate::hub::Hub::attach`]),
+    /// for in-process use and tests.
+    pub async fn connect_stream(
+        stream: UnixStream,
+        index: u32,
+        token: &str,
+        max_frame: usize,
+        options: LinkOptions,
+    ) -> Result<(LinkSender, LinkReceiver), LinkError> {
+        ipc::check_str(token)?;
+        Self::handshake(stream, index, token.to_string(), max_frame, options).await
+    }
+
     async fn handshake(
         stream: UnixStream,
         index: u32,
