@@ -18,9 +18,11 @@
 //!   second guard against orphans besides the closed link.
 //!
 //! A worker that exits is restarted after a backoff (100 ms doubling up to 10 s,
-//! reset once a worker ran for 10 s), with a log line. On shutdown every worker
-//! gets SIGTERM, then SIGKILL after the grace period; a second signal kills at
-//! once.
+//! reset once a worker ran for 10 s), with a log line. On shutdown every
+//! worker's process group gets SIGTERM, then SIGKILL after the grace period; a
+//! second signal kills at once. The primary must be spawned from a thread that
+//! outlives the workers (PR_SET_PDEATHSIG fires when the forking *thread*
+//! exits): `run` spawns from the runtime's own threads only.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -255,11 +257,17 @@ impl WorkerCtx {
         }
     }
 
-    async fn stop_child(&self, sp: &mut Spawned, stop: &mut watch::Receiver<Stop>) {
+    /// Signals the worker's process group (the worker leads it; it is not yet
+    /// reaped, so the group id cannot have been reused).
+    fn signal_group(sp: &Spawned, sig: libc::c_int) {
         if let Some(pid) = sp.pid {
-            // SAFETY: plain kill(2) on our own child's pid (not yet reaped).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            // SAFETY: kill(2) on the process group our unreaped child leads.
+            unsafe { libc::kill(-(pid as libc::pid_t), sig) };
         }
+    }
+
+    async fn stop_child(&self, sp: &mut Spawned, stop: &mut watch::Receiver<Stop>) {
+        Self::signal_group(sp, libc::SIGTERM);
         let graceful = *stop.borrow() != Stop::Force;
         if graceful {
             tokio::select! {
@@ -276,6 +284,7 @@ impl WorkerCtx {
                 }
             }
         }
+        Self::signal_group(sp, libc::SIGKILL);
         let _ = sp.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), sp.child.wait()).await;
         self.hub.detach(sp.conn);
