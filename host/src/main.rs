@@ -50,9 +50,10 @@ enum Cmd {
     /// SIO_CLUSTER_WORKERS, SIO_CLUSTER_HEARTBEAT_INTERVAL,
     /// SIO_CLUSTER_HEARTBEAT_TIMEOUT and SIO_CLUSTER_MAX_FRAME. Every HTTP
     /// request on the public port is proxied to one worker: by the `sid` query
-    /// parameter when the session is known, else by the balancing method.
-    /// Workers exit when their hub link closes, so killing the primary leaves
-    /// no worker behind.
+    /// parameter when the session is known, else by the balancing method; no
+    /// live worker gives 503, an unreachable worker 502, malformed HTTP 400.
+    /// Workers exit (code 75) when their hub link closes, so killing the
+    /// primary leaves no worker behind.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Run the hub alone on a Unix socket, for workers started by another

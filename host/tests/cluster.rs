@@ -410,3 +410,23 @@ fn random_balance_uses_every_worker_and_sids_stay_sticky() {
         );
     }
 }
+
+#[test]
+fn heartbeat_settings_reach_the_workers() {
+    let p = Primary::start_with(
+        1,
+        "round-robin",
+        &[
+            "--heartbeat-interval",
+            "1234",
+            "--heartbeat-timeout",
+            "5678",
+        ],
+        &[WORKER],
+        &[],
+    );
+    p.wait_attached(1);
+    let sid = handshake(p.port);
+    let r = get(p.port, &format!("/ctl/info?sid={sid}"));
+    assert!(r.text().contains(" hb=1234,5678"), "{}", r.text());
+}

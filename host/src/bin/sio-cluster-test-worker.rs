@@ -11,7 +11,7 @@
 //! * any request with a known `sid`: `worker=<i> pid=<pid> sid=<sid> len=<body
 //!   length> hash=<body hash>`; unknown sid: 400 like Engine.IO;
 //! * `Upgrade:` requests: `101`, then `worker=<i>\n` and an echo of every byte;
-//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr>`;
+//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr> hb=<interval ms>,<timeout ms>`;
 //! * `/ctl/publish?nsp=N` and `/ctl/send?nsp=N&target=<hex>`: relay the
 //!   request body as an adapter frame;
 //! * `/ctl/events`: one line per message received from the hub,
@@ -42,6 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct State {
     index: u32,
     listen: String,
+    hb: String,
     pid: u32,
     report: bool,
     uids: Vec<(String, u64)>,
@@ -139,11 +140,12 @@ async fn handle(
             text(
                 StatusCode::OK,
                 format!(
-                    "worker={} pid={} uids={} listen={}",
+                    "worker={} pid={} uids={} listen={} hb={}",
                     state.index,
                     state.pid,
                     uids.join(","),
-                    state.listen
+                    state.listen,
+                    state.hb
                 ),
             )
         }
@@ -274,6 +276,11 @@ async fn main() -> std::process::ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default(),
+        hb: format!(
+            "{},{}",
+            env.heartbeat_interval.as_millis(),
+            env.heartbeat_timeout.as_millis()
+        ),
         pid: std::process::id(),
         report: std::env::var("SIO_TEST_REPORT_SESSIONS").as_deref() == Ok("1"),
         uids,

@@ -74,6 +74,16 @@ impl Primary {
         worker_cmd: &[&str],
         env: &[(&str, &str)],
     ) -> Primary {
+        Primary::start_with(workers, balance, &[], worker_cmd, env)
+    }
+
+    pub fn start_with(
+        workers: usize,
+        balance: &str,
+        extra_args: &[&str],
+        worker_cmd: &[&str],
+        env: &[(&str, &str)],
+    ) -> Primary {
         let mut cmd = Command::new(HOST);
         cmd.args([
             "run",
@@ -87,8 +97,9 @@ impl Primary {
             balance,
             "--grace-period",
             "2000",
-            "--",
         ])
+        .args(extra_args)
+        .arg("--")
         .args(worker_cmd)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
