@@ -102,6 +102,12 @@ struct RunArgs {
     /// until it reports them closed).
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     session_idle_timeout: u64,
+    /// Pass a connection whose first request is a WebSocket upgrade to its
+    /// worker (SCM_RIGHTS over fd 5, SIO_CLUSTER_HANDOFF=fd:5) instead of
+    /// proxying its bytes. Every worker must then accept handed-off
+    /// connections (the host library's HandoffReceiver).
+    #[arg(long)]
+    handoff_websocket: bool,
     /// Worker command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
                 sticky: StickyConfig {
                     balance: args.balance,
                     session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
+                    handoff_websocket: args.handoff_websocket,
                     ..StickyConfig::default()
                 },
                 backoff_min: Duration::from_millis(100),

@@ -26,6 +26,10 @@
 //!
 //! Bodies are streamed in both directions (`Content-Length` or chunked, any
 //! size). Upstream connections are pooled per worker (keep-alive).
+//!
+//! With [`StickyConfig::handoff_websocket`], a connection whose first request
+//! is a WebSocket upgrade is passed to its worker instead (see
+//! [`crate::handoff`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -47,6 +51,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::handoff::{HANDOFF_TIMEOUT, HandoffSender, MAX_HANDOFF_PREFIX, PrefixedIo};
 use crate::hub::{ConnId, HubEvent, HubObserver};
 
 /// Body type of the responses the proxy sends.
@@ -75,6 +80,9 @@ pub struct StickyConfig {
     pub session_idle_timeout: Duration,
     /// Close a client connection that takes longer to send a request head.
     pub header_read_timeout: Duration,
+    /// Hand WebSocket connections to their worker with SCM_RIGHTS instead of
+    /// proxying them (see [`crate::handoff`]).
+    pub handoff_websocket: bool,
 }
 
 impl Default for StickyConfig {
@@ -83,6 +91,7 @@ impl Default for StickyConfig {
             balance: Balance::LeastConnection,
             session_idle_timeout: Duration::from_secs(120),
             header_read_timeout: Duration::from_secs(30),
+            handoff_websocket: false,
         }
     }
 }
@@ -104,6 +113,10 @@ pub struct StickyStats {
     pub upstream_errors: AtomicU64,
     /// WebSocket (or other) upgrades spliced.
     pub upgrades: AtomicU64,
+    /// Connections handed to a worker with SCM_RIGHTS.
+    pub handoffs: AtomicU64,
+    /// Handoffs that failed (the connection was proxied instead).
+    pub handoff_failures: AtomicU64,
     /// Sessions learnt from a handshake response.
     pub sniffed_sessions: AtomicU64,
     /// Sessions reported by workers.
@@ -129,6 +142,7 @@ struct Slot {
     sessions: usize,
     pending: usize,
     anon_tunnels: usize,
+    handoff: Option<Arc<HandoffSender>>,
 }
 
 impl Slot {
@@ -185,6 +199,7 @@ impl Router {
                 sessions: 0,
                 pending: 0,
                 anon_tunnels: 0,
+                handoff: None,
             })
             .collect();
         Arc::new(Router {
@@ -213,6 +228,17 @@ impl Router {
     /// Number of sessions currently mapped.
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    /// Sets (or clears) the handoff socket of worker `index`.
+    pub fn set_handoff(&self, index: usize, sender: Option<Arc<HandoffSender>>) {
+        if let Some(slot) = self.lock().slots.get_mut(index) {
+            slot.handoff = sender;
+        }
+    }
+
+    fn handoff_of(&self, index: usize) -> Option<Arc<HandoffSender>> {
+        self.lock().slots.get(index).and_then(|s| s.handoff.clone())
     }
 
     /// Marks worker `index` live on link `conn`.
@@ -655,6 +681,116 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
+/// Serves HTTP/1.1 on one client connection, proxying each request.
+async fn serve_http<I>(router: Arc<Router>, io: I, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_router = router.clone();
+    let service = service_fn(move |req| handle(svc_router.clone(), peer, req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(router.config.header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Reads until the end of the first request head (or the size limit, EOF or
+/// the timeout); `None` when the client sent nothing.
+async fn read_first_head(stream: &mut tokio::net::TcpStream, timeout: Duration) -> Option<Bytes> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(4096);
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        while buf.len() < MAX_HANDOFF_PREFIX {
+            let room = (MAX_HANDOFF_PREFIX - buf.len()).min(chunk.len());
+            match stream.read(&mut chunk[..room]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    (!buf.is_empty()).then(|| Bytes::from(buf))
+}
+
+/// The sid of a first request that is a WebSocket upgrade (`Some(None)` when
+/// it has no sid); `None` when it is not an upgrade or not parseable.
+fn websocket_upgrade_sid(head: &[u8]) -> Option<Option<String>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    if req.method != Some("GET") {
+        return None;
+    }
+    let mut upgrade = false;
+    let mut connection_upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= h.value.eq_ignore_ascii_case(b"websocket");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= std::str::from_utf8(h.value)
+                .map(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false);
+        }
+    }
+    if !(upgrade && connection_upgrade) {
+        return None;
+    }
+    let query = req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
+    Some(
+        query_param(query, "sid")
+            .filter(|s| valid_sid(s))
+            .map(str::to_string),
+    )
+}
+
+/// Hands a first-request WebSocket upgrade to its worker; proxies the rest.
+async fn serve_with_handoff(
+    router: Arc<Router>,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let Some(head) = read_first_head(&mut stream, router.config.header_read_timeout).await else {
+        return;
+    };
+    if let Some(sid) = websocket_upgrade_sid(&head)
+        && let Some(route) = router.route(sid.as_deref())
+        && let Some(sender) = router.handoff_of(route.index)
+    {
+        match tokio::time::timeout(HANDOFF_TIMEOUT, sender.send(&stream, &head)).await {
+            Ok(Ok(())) => {
+                bump(&router.stats.handoffs);
+                bump(&router.stats.requests);
+                debug!(%peer, worker = route.index, "websocket handed off");
+                return;
+            }
+            Ok(Err(e)) => {
+                bump(&router.stats.handoff_failures);
+                warn!(%peer, worker = route.index, error = %e, "handoff failed, proxying");
+            }
+            Err(_) => {
+                bump(&router.stats.handoff_failures);
+                warn!(%peer, worker = route.index, "handoff timed out, proxying");
+            }
+        }
+    }
+    serve_http(router, PrefixedIo::new(head, stream), peer).await;
+}
+
 /// Serves the public listener until `shutdown` becomes true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -688,16 +824,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         tokio::spawn(async move {
-            let svc_router = router.clone();
-            let service = service_fn(move |req| handle(svc_router.clone(), peer, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(router.config.header_read_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "client connection ended with an error");
+            if router.config.handoff_websocket {
+                serve_with_handoff(router, stream, peer).await;
+            } else {
+                serve_http(router, stream, peer).await;
             }
         });
     }
@@ -712,6 +842,8 @@ pub async fn serve(
         no_worker = r(&st.no_worker),
         upstream_errors = r(&st.upstream_errors),
         upgrades = r(&st.upgrades),
+        handoffs = r(&st.handoffs),
+        handoff_failures = r(&st.handoff_failures),
         sniffed_sessions = r(&st.sniffed_sessions),
         reported_sessions = r(&st.reported_sessions),
         "public listener closed"

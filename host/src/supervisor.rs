@@ -14,6 +14,9 @@
 //! * `SIO_CLUSTER_WORKER=i`, `SIO_CLUSTER_WORKERS=N`,
 //!   `SIO_CLUSTER_HEARTBEAT_INTERVAL`, `SIO_CLUSTER_HEARTBEAT_TIMEOUT`,
 //!   `SIO_CLUSTER_MAX_FRAME`;
+//! * with `--handoff-websocket`, a `SOCK_SEQPACKET` socketpair for
+//!   WebSocket handoff, the child's end as fd 5 (`SIO_CLUSTER_HANDOFF=fd:5`,
+//!   see [`crate::handoff`]);
 //! * its own process group, and (Linux) `PR_SET_PDEATHSIG = SIGKILL` as a
 //!   second guard against orphans besides the closed link.
 //!
@@ -34,6 +37,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::handoff::{HandoffSender, handoff_pair};
 use crate::hub::{Attach, Hub, HubConfig, HubObserver};
 use crate::sticky::{self, Router, StickyConfig};
 
@@ -41,6 +45,8 @@ use crate::sticky::{self, Router, StickyConfig};
 pub const CHILD_IPC_FD: RawFd = 3;
 /// Fd number of the inherited HTTP listener in a worker.
 pub const CHILD_LISTEN_FD: RawFd = 4;
+/// Fd number of the WebSocket handoff socket in a worker (with handoff on).
+pub const CHILD_HANDOFF_FD: RawFd = 5;
 
 /// Settings of `sio-cluster-host run`.
 #[derive(Debug, Clone)]
@@ -125,6 +131,7 @@ struct WorkerCtx {
     listener: Arc<std::net::TcpListener>,
     listen_addr: SocketAddr,
     hub: Hub,
+    router: Arc<Router>,
 }
 
 impl WorkerCtx {
@@ -134,6 +141,13 @@ impl WorkerCtx {
         drop(child_end);
         let listen_fd = dup_high(self.listener.as_raw_fd())?;
         let cfg = &self.config;
+        let handoff = if cfg.sticky.handoff_websocket {
+            let (ours, theirs) = handoff_pair()?;
+            Some((ours, dup_high(theirs.as_raw_fd())?))
+        } else {
+            None
+        };
+        let handoff_child_fd = handoff.as_ref().map(|(_, c)| c.as_raw_fd()).unwrap_or(-1);
         let program = cfg
             .command
             .first()
@@ -154,11 +168,15 @@ impl WorkerCtx {
                 cfg.heartbeat_timeout_ms.to_string(),
             )
             .env("SIO_CLUSTER_MAX_FRAME", cfg.hub.max_frame.to_string())
+            .env_remove("SIO_CLUSTER_HANDOFF")
             .env_remove("SIO_CLUSTER_TOKEN")
             .env_remove("SIO_CLUSTER_TOKEN_FILE")
             .process_group(0)
             .kill_on_drop(true);
-        let (a, b) = (ipc_fd.as_raw_fd(), listen_fd.as_raw_fd());
+        if handoff.is_some() {
+            cmd.env("SIO_CLUSTER_HANDOFF", format!("fd:{CHILD_HANDOFF_FD}"));
+        }
+        let (a, b, c) = (ipc_fd.as_raw_fd(), listen_fd.as_raw_fd(), handoff_child_fd);
         // SAFETY: getpid is async-signal-safe; read before fork.
         let parent_pid = unsafe { libc::getpid() };
         // SAFETY: the closure only calls async-signal-safe functions (dup2,
@@ -166,6 +184,9 @@ impl WorkerCtx {
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(a, CHILD_IPC_FD) < 0 || libc::dup2(b, CHILD_LISTEN_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if c >= 0 && libc::dup2(c, CHILD_HANDOFF_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 #[cfg(target_os = "linux")]
@@ -184,6 +205,16 @@ impl WorkerCtx {
         let child = cmd.spawn()?;
         drop(ipc_fd);
         drop(listen_fd);
+        if let Some((ours, theirs)) = handoff {
+            drop(theirs);
+            match HandoffSender::new(ours) {
+                Ok(sender) => self.router.set_handoff(self.index, Some(Arc::new(sender))),
+                Err(e) => {
+                    warn!(worker = self.index, error = %e, "handoff socket unusable, proxying");
+                    self.router.set_handoff(self.index, None);
+                }
+            }
+        }
         parent.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(parent)?;
         let conn = self.hub.attach(
@@ -339,6 +370,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             listener,
             listen_addr: addr,
             hub: hub.clone(),
+            router: router.clone(),
         };
         let first = ctx.spawn().map_err(|source| RunError::Spawn {
             command: config.command[0].clone(),

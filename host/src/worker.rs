@@ -13,6 +13,7 @@
 //! | `SIO_CLUSTER_WORKERS` | number of workers in the cluster (set by `run`) |
 //! | `SIO_CLUSTER_LISTEN` | private loopback address the worker must serve HTTP on (set by `run`) |
 //! | `SIO_CLUSTER_LISTEN_FD` | an inherited, already bound and listening TCP socket for that address (set by `run`); use it rather than binding, see [`WorkerEnv::http_listener`] |
+//! | `SIO_CLUSTER_HANDOFF` | `fd:N`, a socket on which the primary passes WebSocket connections (only with `run --handoff-websocket`); see [`WorkerEnv::handoff_receiver`] and [`crate::handoff`] |
 //! | `SIO_CLUSTER_HEARTBEAT_INTERVAL` | adapter heartbeat interval in ms (default 5000) |
 //! | `SIO_CLUSTER_HEARTBEAT_TIMEOUT` | adapter heartbeat timeout in ms (default 10000) |
 //! | `SIO_CLUSTER_MAX_FRAME` | largest frame payload in bytes (default 64 MiB) |
@@ -36,6 +37,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
+use crate::handoff::HandoffReceiver;
 use crate::ipc::{self, FromHub, ReadError, ToHub};
 
 /// Exit code of a worker whose hub link closed (see the module docs).
@@ -107,6 +109,8 @@ pub struct WorkerEnv {
     pub listen: Option<SocketAddr>,
     /// `SIO_CLUSTER_LISTEN_FD`.
     pub listen_fd: Option<RawFd>,
+    /// `SIO_CLUSTER_HANDOFF` (the fd number).
+    pub handoff_fd: Option<RawFd>,
     /// `SIO_CLUSTER_HEARTBEAT_INTERVAL`.
     pub heartbeat_interval: Duration,
     /// `SIO_CLUSTER_HEARTBEAT_TIMEOUT`.
@@ -200,6 +204,18 @@ impl WorkerEnv {
             listen_fd: var("SIO_CLUSTER_LISTEN_FD")?
                 .map(|v| parse_fd("SIO_CLUSTER_LISTEN_FD", &v))
                 .transpose()?,
+            handoff_fd: match var("SIO_CLUSTER_HANDOFF")? {
+                Some(v) => match v.strip_prefix("fd:") {
+                    Some(fd) => Some(parse_fd("SIO_CLUSTER_HANDOFF", fd)?),
+                    None => {
+                        return Err(LinkError::BadEnv {
+                            name: "SIO_CLUSTER_HANDOFF",
+                            reason: "expected fd:N".into(),
+                        });
+                    }
+                },
+                None => None,
+            },
             heartbeat_interval: ms("SIO_CLUSTER_HEARTBEAT_INTERVAL", 5000)?,
             heartbeat_timeout: ms("SIO_CLUSTER_HEARTBEAT_TIMEOUT", 10000)?,
             max_frame: match var("SIO_CLUSTER_MAX_FRAME")? {
@@ -228,6 +244,21 @@ impl WorkerEnv {
         };
         listener.set_nonblocking(true)?;
         Ok(listener)
+    }
+}
+
+impl WorkerEnv {
+    /// The receiver of handed-off WebSocket connections, when the primary
+    /// enabled handoff (`SIO_CLUSTER_HANDOFF`); call once, inside a tokio
+    /// runtime. A worker that gets `Some` must keep accepting from it.
+    pub fn handoff_receiver(&self) -> Result<Option<HandoffReceiver>, LinkError> {
+        let Some(fd) = self.handoff_fd else {
+            return Ok(None);
+        };
+        check_socket(fd, "SIO_CLUSTER_HANDOFF")?;
+        // SAFETY: checked to be an open socket handed to this process.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Some(HandoffReceiver::new(owned)?))
     }
 }
 

@@ -251,6 +251,49 @@ fn large_bodies_arrive_intact() {
 fn websocket_upgrade_is_spliced_to_the_owner() {
     let p = Primary::start_workers(2, "round-robin");
     p.wait_attached(2);
+    websocket_to_owner(&p, "listener");
+}
+
+#[test]
+fn websocket_handoff_passes_the_socket_to_the_owner() {
+    let p = Primary::start_with(2, "round-robin", &["--handoff-websocket"], &[WORKER], &[]);
+    p.wait_attached(2);
+    websocket_to_owner(&p, "handoff");
+    // Polling still goes through the proxy, per request, on keep-alive.
+    let a = handshake(p.port);
+    let b = handshake(p.port);
+    let (wa, _, _) = info(p.port, &a);
+    let (wb, _, _) = info(p.port, &b);
+    let mut c = Conn::open(p.port);
+    for (sid, w) in [(&a, wa), (&b, wb), (&a, wa)] {
+        let r = c.get(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+        assert!(
+            r.text().starts_with(&format!("worker={w} ")),
+            "{}",
+            r.text()
+        );
+    }
+    // A later upgrade on a keep-alive connection is proxied (not handed off).
+    let mut c = Conn::open(p.port);
+    let r = c.get(&format!("/socket.io/?EIO=4&transport=polling&sid={a}"));
+    assert_eq!(r.status, 200);
+    c.send_raw(
+        format!(
+            "GET /socket.io/?EIO=4&transport=websocket&sid={a} HTTP/1.1\r\nHost: localhost\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.read_response().status, 101);
+    let hello = format!("worker={wa} via=listener\n");
+    assert_eq!(c.read_exact_raw(hello.len()), hello.as_bytes());
+    // Garbage still gets a 400 from the proxy path.
+    let mut c = Conn::open(p.port);
+    c.send_raw(b"NOT HTTP AT ALL\r\n\r\n");
+    assert_eq!(c.read_response().status, 400);
+}
+
+fn websocket_to_owner(p: &Primary, via: &str) {
     let _first = handshake(p.port);
     let sid = handshake(p.port);
     let (w, _, _) = info(p.port, &sid);
@@ -265,7 +308,7 @@ fn websocket_upgrade_is_spliced_to_the_owner() {
     );
     let r = c.read_response();
     assert_eq!(r.status, 101, "{}", r.head);
-    let hello = format!("worker={w}\n");
+    let hello = format!("worker={w} via={via}\n");
     assert_eq!(c.read_exact_raw(hello.len()), hello.as_bytes());
     let payload = pattern(200_000, 3);
     c.send_raw(&payload);

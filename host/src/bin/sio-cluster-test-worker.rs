@@ -10,7 +10,9 @@
 //!   when `SIO_TEST_REPORT_SESSIONS=1`;
 //! * any request with a known `sid`: `worker=<i> pid=<pid> sid=<sid> len=<body
 //!   length> hash=<body hash>`; unknown sid: 400 like Engine.IO;
-//! * `Upgrade:` requests: `101`, then `worker=<i>\n` and an echo of every byte;
+//! * `Upgrade:` requests: `101`, then `worker=<i> via=<listener|handoff>\n` and
+//!   an echo of every byte (handed-off connections arrive when
+//!   `SIO_CLUSTER_HANDOFF` is set);
 //! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr> hb=<interval ms>,<timeout ms>`;
 //! * `/ctl/publish?nsp=N` and `/ctl/send?nsp=N&target=<hex>`: relay the
 //!   request body as an adapter frame;
@@ -33,6 +35,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use sio_cluster_host::handoff::PrefixedIo;
 use sio_cluster_host::sticky::query_param;
 use sio_cluster_host::worker::{
     Incoming as HubMsg, LinkOptions, LinkSender, WorkerEnv, WorkerLink,
@@ -85,6 +88,7 @@ fn body_hash(b: &[u8]) -> u64 {
 
 async fn handle(
     state: Arc<State>,
+    via: &'static str,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let query = req.uri().query().map(str::to_string);
@@ -98,7 +102,9 @@ async fn handle(
         tokio::spawn(async move {
             if let Ok(up) = on.await {
                 let mut io = TokioIo::new(up);
-                let _ = io.write_all(format!("worker={index}\n").as_bytes()).await;
+                let _ = io
+                    .write_all(format!("worker={index} via={via}\n").as_bytes())
+                    .await;
                 let mut buf = [0u8; 16 * 1024];
                 loop {
                     match io.read(&mut buf).await {
@@ -315,17 +321,44 @@ async fn main() -> std::process::ExitCode {
         }
     });
 
+    match env.handoff_receiver() {
+        Ok(Some(handoffs)) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Ok(Some((stream, prefix))) = handoffs.accept().await {
+                    let Ok(stream) = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
+                    else {
+                        continue;
+                    };
+                    let io = PrefixedIo::new(prefix, stream);
+                    tokio::spawn(serve(state.clone(), "handoff", io));
+                }
+            });
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("test worker: handoff socket: {e}");
+            return std::process::ExitCode::from(4);
+        }
+    }
+
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
-        });
+        tokio::spawn(serve(state.clone(), "listener", stream));
     }
+}
+
+async fn serve<I>(state: Arc<State>, via: &'static str, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(state.clone(), via, req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
 }
