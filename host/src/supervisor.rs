@@ -353,6 +353,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             addr: loopback,
             source,
         })?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux): the
+        // worker's side of every proxied connection then sends without Nagle
+        // delays, whatever HTTP server the worker runs.
+        if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&l, true) {
+            warn!(error = %e, "cannot set TCP_NODELAY on a worker listener");
+        }
         addrs.push(l.local_addr()?);
         listeners.push(Arc::new(l));
     }

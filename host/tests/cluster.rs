@@ -473,3 +473,49 @@ fn heartbeat_settings_reach_the_workers() {
     let r = get(p.port, &format!("/ctl/info?sid={sid}"));
     assert!(r.text().contains(" hb=1234,5678"), "{}", r.text());
 }
+
+/// Not a pass/fail test: echo throughput and round trip of an upgraded
+/// connection, proxied vs handed off. Run with
+/// `cargo test --release -p sio-cluster-host --test cluster measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_websocket_paths() {
+    for (name, args) in [
+        ("proxied", &[][..]),
+        ("handoff", &["--handoff-websocket"][..]),
+    ] {
+        let p = Primary::start_with(1, "round-robin", args, &[WORKER], &[]);
+        p.wait_attached(1);
+        let sid = handshake(p.port);
+        let mut c = Conn::open(p.port);
+        c.send_raw(
+            format!(
+                "GET /socket.io/?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: x\r\n\
+                 Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(c.read_response().status, 101);
+        let hello = c.read_exact_raw("worker=0 via=".len());
+        assert!(hello.starts_with(b"worker=0"));
+        let mut rest = Vec::new();
+        while !rest.ends_with(b"\n") {
+            rest.extend(c.read_exact_raw(1));
+        }
+        let n = 5000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            c.send_raw(b"ping-ping");
+            assert_eq!(c.read_exact_raw(9), b"ping-ping");
+        }
+        let rtt = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let chunk = pattern(64 * 1024, 5);
+        let t = std::time::Instant::now();
+        for _ in 0..800 {
+            c.send_raw(&chunk);
+            assert_eq!(c.read_exact_raw(chunk.len()).len(), chunk.len());
+        }
+        let mbps = 800.0 * 64.0 / 1024.0 / t.elapsed().as_secs_f64();
+        eprintln!("websocket {name}: {rtt:.1} us round trip (9 B), {mbps:.0} MiB/s echo (64 KiB)");
+    }
+}
