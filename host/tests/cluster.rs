@@ -25,7 +25,8 @@ fn three_sessions(port: u16) -> Vec<(String, u32, u32, String)> {
 
 #[test]
 fn broadcast_reaches_others_and_send_reaches_only_target() {
-    let p = Primary::start_workers(3, "round-robin");
+    // Also covers the multi-threaded runtime of the primary.
+    let p = Primary::start_with(3, "round-robin", &["--threads", "2"], &[WORKER], &[]);
     p.wait_attached(3);
     let s = three_sessions(p.port);
     assert_eq!(
