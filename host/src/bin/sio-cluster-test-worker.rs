@@ -1,0 +1,364 @@
+//! A small worker for the multi-process tests, built on the worker library.
+//!
+//! It attaches to the hub from the environment, hosts one adapter node per
+//! namespace of `SIO_TEST_NSPS` (comma separated, default `/`) with random
+//! uids, and serves HTTP on the listener from the environment (printing
+//! `LISTEN <addr>` on stdout when it had to bind its own):
+//!
+//! * `GET /socket.io/?EIO=4&transport=polling` (no sid): opens a fake Engine.IO
+//!   session and answers `0{"sid":"<20 chars>",...}`; reports it to the primary
+//!   when `SIO_TEST_REPORT_SESSIONS=1`;
+//! * any request with a known `sid`: `worker=<i> pid=<pid> sid=<sid> len=<body
+//!   length> hash=<body hash>`; unknown sid: 400 like Engine.IO;
+//! * `Upgrade:` requests: `101`, then `worker=<i> via=<listener|handoff>\n` and
+//!   an echo of every byte (handed-off connections arrive when
+//!   `SIO_CLUSTER_HANDOFF` is set);
+//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr> hb=<interval ms>,<timeout ms>`;
+//! * `/ctl/publish?nsp=N` and `/ctl/send?nsp=N&target=<hex>`: relay the
+//!   request body as an adapter frame;
+//! * `/ctl/events`: one line per message received from the hub,
+//!   `<unix micros> frame <nsp> <from hex> <len> <text>` or
+//!   `<unix micros> nodedown <uid hex> <nsp>`;
+//! * `/ctl/close?sid=S`: forgets a session (and reports it closed).
+//!
+//! Not part of the product; the tests drive it through the sticky port.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::hash::{DefaultHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sio_cluster_host::handoff::PrefixedIo;
+use sio_cluster_host::sticky::query_param;
+use sio_cluster_host::worker::{
+    Incoming as HubMsg, LinkOptions, LinkSender, WorkerEnv, WorkerLink,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct State {
+    index: u32,
+    listen: String,
+    hb: String,
+    pid: u32,
+    report: bool,
+    uids: Vec<(String, u64)>,
+    sessions: Mutex<HashSet<String>>,
+    events: Mutex<Vec<String>>,
+    link: LinkSender,
+}
+
+fn now_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+fn new_sid() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut raw = [0u8; 20];
+    if getrandom::fill(&mut raw).is_err() {
+        raw.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (now_micros() as u8).wrapping_add(i as u8));
+    }
+    raw.iter()
+        .map(|b| ALPHABET[(*b & 63) as usize] as char)
+        .collect()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+fn body_hash(b: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(b);
+    h.finish()
+}
+
+async fn handle(
+    state: Arc<State>,
+    via: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let query = req.uri().query().map(str::to_string);
+    let q = query.as_deref();
+    let path = req.uri().path().to_string();
+    let sid = query_param(q, "sid").map(str::to_string);
+
+    if req.headers().contains_key(http::header::UPGRADE) {
+        let on = hyper::upgrade::on(&mut req);
+        let index = state.index;
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let _ = io
+                    .write_all(format!("worker={index} via={via}\n").as_bytes())
+                    .await;
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut r = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+        r.headers_mut().insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static("websocket"),
+        );
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Upgrade"),
+        );
+        return Ok(r);
+    }
+
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("body error: {e}"))),
+    };
+
+    let nsp_uid = |nsp: &str| state.uids.iter().find(|(n, _)| n == nsp).map(|(_, u)| *u);
+    let resp = match path.as_str() {
+        "/ctl/info" => {
+            let uids: Vec<String> = state
+                .uids
+                .iter()
+                .map(|(n, u)| format!("{n}={u:016x}"))
+                .collect();
+            text(
+                StatusCode::OK,
+                format!(
+                    "worker={} pid={} uids={} listen={} hb={}",
+                    state.index,
+                    state.pid,
+                    uids.join(","),
+                    state.listen,
+                    state.hb
+                ),
+            )
+        }
+        "/ctl/publish" | "/ctl/send" => {
+            let nsp = query_param(q, "nsp").unwrap_or("/").replace("%2F", "/");
+            let Some(uid) = nsp_uid(&nsp) else {
+                return Ok(text(StatusCode::NOT_FOUND, format!("no node for {nsp}")));
+            };
+            let r = if path == "/ctl/publish" {
+                state.link.publish(uid, &nsp, &body)
+            } else {
+                match query_param(q, "target").and_then(|t| u64::from_str_radix(t, 16).ok()) {
+                    Some(target) => state.link.send(uid, target, &nsp, &body),
+                    None => return Ok(text(StatusCode::BAD_REQUEST, "bad target".into())),
+                }
+            };
+            match r {
+                Ok(()) => text(StatusCode::OK, "ok".into()),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        "/ctl/events" => {
+            let ev = state
+                .events
+                .lock()
+                .map(|e| e.join("\n"))
+                .unwrap_or_default();
+            text(StatusCode::OK, ev)
+        }
+        "/ctl/close" => {
+            if let Some(sid) = &sid {
+                if let Ok(mut s) = state.sessions.lock() {
+                    s.remove(sid);
+                }
+                if state.report {
+                    let _ = state.link.session_closed(sid);
+                }
+            }
+            text(StatusCode::OK, "ok".into())
+        }
+        _ => match sid {
+            None if query_param(q, "EIO").is_some() => {
+                let sid = new_sid();
+                if let Ok(mut s) = state.sessions.lock() {
+                    s.insert(sid.clone());
+                }
+                if state.report {
+                    let _ = state.link.session_opened(&sid);
+                }
+                text(
+                    StatusCode::OK,
+                    format!(
+                        "0{{\"sid\":\"{sid}\",\"upgrades\":[\"websocket\"],\"pingInterval\":25000,\"pingTimeout\":20000,\"maxPayload\":1000000}}"
+                    ),
+                )
+            }
+            Some(sid)
+                if state
+                    .sessions
+                    .lock()
+                    .map(|s| s.contains(&sid))
+                    .unwrap_or(false) =>
+            {
+                text(
+                    StatusCode::OK,
+                    format!(
+                        "worker={} pid={} sid={sid} len={} hash={:016x}",
+                        state.index,
+                        state.pid,
+                        body.len(),
+                        body_hash(&body)
+                    ),
+                )
+            }
+            Some(_) => text(
+                StatusCode::BAD_REQUEST,
+                "{\"code\":1,\"message\":\"Session ID unknown\"}".into(),
+            ),
+            None => text(
+                StatusCode::OK,
+                format!("worker={} pid={}", state.index, state.pid),
+            ),
+        },
+    };
+    Ok(resp)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let env = match WorkerEnv::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("test worker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (link, mut rx) = match WorkerLink::connect(&env, LinkOptions::default()).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("test worker: cannot attach: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    let listener = match env
+        .http_listener()
+        .and_then(|l| tokio::net::TcpListener::from_std(l).map_err(Into::into))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("test worker: no listener: {e}");
+            return std::process::ExitCode::from(4);
+        }
+    };
+    if env.listen_fd.is_none()
+        && let Ok(addr) = listener.local_addr()
+    {
+        println!("LISTEN {addr}");
+    }
+    let nsps = std::env::var("SIO_TEST_NSPS").unwrap_or_else(|_| "/".into());
+    let uids = nsps
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| (n.to_string(), getrandom::u64().unwrap_or(1)))
+        .collect::<Vec<_>>();
+    let state = Arc::new(State {
+        index: link.worker_index(),
+        listen: listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        hb: format!(
+            "{},{}",
+            env.heartbeat_interval.as_millis(),
+            env.heartbeat_timeout.as_millis()
+        ),
+        pid: std::process::id(),
+        report: std::env::var("SIO_TEST_REPORT_SESSIONS").as_deref() == Ok("1"),
+        uids,
+        sessions: Mutex::new(HashSet::new()),
+        events: Mutex::new(Vec::new()),
+        link,
+    });
+
+    // Announce every node once so the hub learns the uids (like an adapter's
+    // initial heartbeat).
+    for (nsp, uid) in &state.uids {
+        let _ = state.link.publish(*uid, nsp, b"hello");
+    }
+
+    let ev_state = state.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let line = match msg {
+                HubMsg::Frame { nsp, from, frame } => format!(
+                    "{} frame {nsp} {from:016x} {} {}",
+                    now_micros(),
+                    frame.len(),
+                    String::from_utf8_lossy(&frame[..frame.len().min(64)])
+                ),
+                HubMsg::NodeDown { uid, nsp } => {
+                    format!("{} nodedown {uid:016x} {nsp}", now_micros())
+                }
+            };
+            if let Ok(mut e) = ev_state.events.lock() {
+                e.push(line);
+            }
+        }
+    });
+
+    match env.handoff_receiver() {
+        Ok(Some(handoffs)) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Ok(Some((stream, prefix))) = handoffs.accept().await {
+                    let Ok(stream) = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
+                    else {
+                        continue;
+                    };
+                    let io = PrefixedIo::new(prefix, stream);
+                    tokio::spawn(serve(state.clone(), "handoff", io));
+                }
+            });
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("test worker: handoff socket: {e}");
+            return std::process::ExitCode::from(4);
+        }
+    }
+
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(serve(state.clone(), "listener", stream));
+    }
+}
+
+async fn serve<I>(state: Arc<State>, via: &'static str, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(state.clone(), via, req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+}

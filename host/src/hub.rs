@@ -1,0 +1,829 @@
+//! The relay between workers ("hub").
+//!
+//! Each worker holds one link (a Unix stream socket, see [`crate::ipc`]). The hub
+//! never decodes adapter frames; it reads the routing header only:
+//!
+//! * `Publish` goes to every other attached worker;
+//! * `Send` goes to the one worker hosting the target uid. The hub learns
+//!   uid -> worker from the `sender` of every frame a worker sends; a frame for an
+//!   unknown uid is dropped and counted;
+//! * when a link closes (exit, crash, `kill -9`, protocol error), the hub at once
+//!   sends `NodeDown` for each uid of that worker to every other worker
+//!   ("fast leave").
+//!
+//! A peer that sends an oversize or malformed frame, a wrong token or no Hello in
+//! time is disconnected, logged and counted in [`HubStats`]; other links are not
+//! affected. A worker whose outgoing queue grows past
+//! [`HubConfig::max_queued_bytes`] (it stopped reading) is disconnected too.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::ipc::{self, FromHub, ReadError, ToHub};
+
+/// Identifies one attached link (unique for the life of the hub).
+pub type ConnId = u64;
+
+/// Largest number of node uids one worker may announce.
+pub const MAX_UIDS_PER_WORKER: usize = 4096;
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Maximum frame payload accepted from a worker.
+    pub max_frame: usize,
+    /// Time a link on the hub's socket has to send its Hello.
+    pub hello_timeout: Duration,
+    /// Time a trusted link (a worker spawned by `run`) has to send its Hello;
+    /// longer, since a worker may load and compile code before it attaches.
+    pub trusted_hello_timeout: Duration,
+    /// Bytes queued towards one worker before it is considered stuck and dropped.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_frame: ipc::DEFAULT_MAX_FRAME,
+            hello_timeout: Duration::from_secs(5),
+            trusted_hello_timeout: Duration::from_secs(120),
+            max_queued_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// How a new link is authenticated.
+#[derive(Debug, Clone)]
+pub enum Attach {
+    /// A private socketpair made by the supervisor: the index is known, no token.
+    Trusted {
+        /// Worker index (0-based).
+        index: u32,
+    },
+    /// A connection to the hub's socket: the Hello must carry this token.
+    Token(Arc<str>),
+}
+
+/// Counters of the hub (monotonic).
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Links that completed the Hello.
+    pub attached: AtomicU64,
+    /// Links that went away after attaching.
+    pub detached: AtomicU64,
+    /// Frames received from workers (after Hello).
+    pub frames_in: AtomicU64,
+    /// Frames queued towards workers.
+    pub frames_out: AtomicU64,
+    /// Publish frames relayed.
+    pub published: AtomicU64,
+    /// Send frames relayed to their target.
+    pub sent: AtomicU64,
+    /// Send frames dropped because the target uid is unknown.
+    pub unknown_target: AtomicU64,
+    /// Frames dropped because their sender uid belongs to another worker.
+    pub uid_conflicts: AtomicU64,
+    /// NodeDown frames queued.
+    pub node_down: AtomicU64,
+    /// Links dropped for a malformed or oversize frame.
+    pub protocol_errors: AtomicU64,
+    /// Links refused for a wrong token, version or missing Hello.
+    pub auth_failures: AtomicU64,
+    /// Links dropped because their outgoing queue overflowed.
+    pub queue_overflows: AtomicU64,
+}
+
+/// A copy of [`HubStats`] at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStatsSnapshot {
+    /// See [`HubStats::attached`].
+    pub attached: u64,
+    /// See [`HubStats::detached`].
+    pub detached: u64,
+    /// See [`HubStats::frames_in`].
+    pub frames_in: u64,
+    /// See [`HubStats::frames_out`].
+    pub frames_out: u64,
+    /// See [`HubStats::published`].
+    pub published: u64,
+    /// See [`HubStats::sent`].
+    pub sent: u64,
+    /// See [`HubStats::unknown_target`].
+    pub unknown_target: u64,
+    /// See [`HubStats::uid_conflicts`].
+    pub uid_conflicts: u64,
+    /// See [`HubStats::node_down`].
+    pub node_down: u64,
+    /// See [`HubStats::protocol_errors`].
+    pub protocol_errors: u64,
+    /// See [`HubStats::auth_failures`].
+    pub auth_failures: u64,
+    /// See [`HubStats::queue_overflows`].
+    pub queue_overflows: u64,
+}
+
+impl HubStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> HubStatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HubStatsSnapshot {
+            attached: r(&self.attached),
+            detached: r(&self.detached),
+            frames_in: r(&self.frames_in),
+            frames_out: r(&self.frames_out),
+            published: r(&self.published),
+            sent: r(&self.sent),
+            unknown_target: r(&self.unknown_target),
+            uid_conflicts: r(&self.uid_conflicts),
+            node_down: r(&self.node_down),
+            protocol_errors: r(&self.protocol_errors),
+            auth_failures: r(&self.auth_failures),
+            queue_overflows: r(&self.queue_overflows),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Something that happened on the hub, reported to a [`HubObserver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A worker completed its Hello.
+    WorkerUp {
+        /// Link id.
+        conn: ConnId,
+        /// Worker index.
+        index: u32,
+        /// Worker pid (as the worker reported it).
+        pid: u32,
+    },
+    /// A worker's link closed.
+    WorkerDown {
+        /// Link id.
+        conn: ConnId,
+        /// Worker index.
+        index: u32,
+    },
+    /// The worker reported a new Engine.IO session.
+    SessionOpened {
+        /// Worker index.
+        index: u32,
+        /// Engine.IO session id.
+        sid: String,
+    },
+    /// The worker reported a closed Engine.IO session.
+    SessionClosed {
+        /// Worker index.
+        index: u32,
+        /// Engine.IO session id.
+        sid: String,
+    },
+}
+
+/// Receives [`HubEvent`]s synchronously (called outside the hub's lock).
+pub trait HubObserver: Send + Sync + 'static {
+    /// Called once per event, in the order the hub saw them.
+    fn on_event(&self, event: HubEvent);
+}
+
+struct Conn {
+    index: u32,
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+    uids: HashMap<u64, String>,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Conn>,
+    uid_owner: HashMap<u64, ConnId>,
+}
+
+struct Inner {
+    config: HubConfig,
+    stats: HubStats,
+    state: Mutex<State>,
+    observer: Option<Arc<dyn HubObserver>>,
+    next_conn: AtomicU64,
+}
+
+/// The relay. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+enum Outcome {
+    Continue,
+    Disconnect,
+}
+
+impl Hub {
+    /// Creates a hub; `observer` receives worker and session events.
+    pub fn new(config: HubConfig, observer: Option<Arc<dyn HubObserver>>) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                config,
+                stats: HubStats::default(),
+                state: Mutex::new(State::default()),
+                observer,
+                next_conn: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> HubStatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Number of links that completed their Hello and are still open.
+    pub fn attached_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the maps stay usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn notify(&self, event: HubEvent) {
+        if let Some(obs) = &self.inner.observer {
+            obs.on_event(event);
+        }
+    }
+
+    /// Takes over a connected stream and serves it in a background task.
+    ///
+    /// Returns the link id, usable with [`Hub::detach`].
+    pub fn attach(&self, stream: UnixStream, auth: Attach) -> ConnId {
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let hub = self.clone();
+        tokio::spawn(async move { hub.serve_link(id, stream, auth).await });
+        id
+    }
+
+    /// Closes a link (if still open); its nodes leave as with any close.
+    pub fn detach(&self, conn: ConnId) {
+        if let Some(c) = self.lock().conns.get(&conn) {
+            c.close.notify_one();
+        }
+    }
+
+    /// Closes every link.
+    pub fn detach_all(&self) {
+        for c in self.lock().conns.values() {
+            c.close.notify_one();
+        }
+    }
+
+    /// Accepts connections on `listener` forever, each authenticated by `token`.
+    pub async fn serve_unix(&self, listener: tokio::net::UnixListener, token: Arc<str>) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    self.attach(stream, Attach::Token(token.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "hub accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn refuse(&self, mut wr: OwnedWriteHalf, reason: &str) {
+        bump(&self.inner.stats.auth_failures);
+        let frame = FromHub::Refused {
+            reason: reason.to_string(),
+        }
+        .encode();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = wr.write_all(&frame).await;
+            let _ = wr.shutdown().await;
+        })
+        .await;
+    }
+
+    async fn serve_link(&self, id: ConnId, stream: UnixStream, auth: Attach) {
+        let (rd, wr) = stream.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let max = self.inner.config.max_frame;
+
+        let hello_timeout = match auth {
+            Attach::Trusted { .. } => self.inner.config.trusted_hello_timeout,
+            Attach::Token(_) => self.inner.config.hello_timeout,
+        };
+        let hello = tokio::time::timeout(hello_timeout, ipc::read_frame(&mut rd, max)).await;
+        let (version, worker, pid, token) = match hello {
+            Err(_) => {
+                warn!(conn = id, "link refused: no Hello in time");
+                return self.refuse(wr, "no hello in time").await;
+            }
+            Ok(Ok(None)) => {
+                debug!(conn = id, "link closed before Hello");
+                bump(&self.inner.stats.auth_failures);
+                return;
+            }
+            Ok(Err(e)) => {
+                warn!(conn = id, error = %e, "link refused: bad Hello");
+                return self.refuse(wr, "bad hello").await;
+            }
+            Ok(Ok(Some(payload))) => match ToHub::decode(payload) {
+                Ok(ToHub::Hello {
+                    version,
+                    worker,
+                    pid,
+                    token,
+                }) => (version, worker, pid, token),
+                Ok(_) | Err(_) => {
+                    warn!(conn = id, "link refused: first frame is not a Hello");
+                    return self.refuse(wr, "first frame must be hello").await;
+                }
+            },
+        };
+        if version != ipc::PROTOCOL_VERSION {
+            warn!(
+                conn = id,
+                version, "link refused: protocol version mismatch"
+            );
+            return self.refuse(wr, "protocol version mismatch").await;
+        }
+        let index = match &auth {
+            Attach::Trusted { index } => *index,
+            Attach::Token(expected) => {
+                if !constant_time_eq(expected.as_bytes(), token.as_bytes()) {
+                    warn!(conn = id, pid, "link refused: wrong token");
+                    return self.refuse(wr, "wrong token").await;
+                }
+                worker
+            }
+        };
+
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let close = Arc::new(Notify::new());
+        let welcome = FromHub::Welcome {
+            version: ipc::PROTOCOL_VERSION,
+            worker: index,
+        }
+        .encode();
+        // Every byte queued is counted once here and released once by the writer.
+        let queued = Arc::new(AtomicUsize::new(welcome.len()));
+        let _ = tx.send(welcome);
+        tokio::spawn(write_loop(wr, rx, queued.clone(), close.clone()));
+        self.lock().conns.insert(
+            id,
+            Conn {
+                index,
+                tx,
+                queued,
+                close: close.clone(),
+                uids: HashMap::new(),
+            },
+        );
+        bump(&self.inner.stats.attached);
+        info!(conn = id, worker = index, pid, "worker attached");
+        self.notify(HubEvent::WorkerUp {
+            conn: id,
+            index,
+            pid,
+        });
+
+        loop {
+            let frame = tokio::select! {
+                r = ipc::read_frame(&mut rd, max) => r,
+                _ = close.notified() => {
+                    debug!(conn = id, "link closed by the hub");
+                    break;
+                }
+            };
+            match frame {
+                Ok(None) => {
+                    debug!(conn = id, worker = index, "link closed by the worker");
+                    break;
+                }
+                Err(ReadError::Io(e)) => {
+                    debug!(conn = id, worker = index, error = %e, "link read failed");
+                    break;
+                }
+                Err(ReadError::Codec(e)) => {
+                    bump(&self.inner.stats.protocol_errors);
+                    warn!(conn = id, worker = index, error = %e, "protocol error, dropping worker link");
+                    break;
+                }
+                Ok(Some(payload)) => {
+                    bump(&self.inner.stats.frames_in);
+                    match ToHub::decode(payload) {
+                        Ok(msg) => {
+                            if let Outcome::Disconnect = self.handle(id, index, msg) {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            bump(&self.inner.stats.protocol_errors);
+                            warn!(conn = id, worker = index, error = %e, "malformed frame, dropping worker link");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.leave(id);
+    }
+
+    /// Removes a link and tells every other worker its nodes are gone.
+    fn leave(&self, id: ConnId) {
+        let index;
+        {
+            let mut st = self.lock();
+            let Some(conn) = st.conns.remove(&id) else {
+                return;
+            };
+            index = conn.index;
+            conn.close.notify_one();
+            let mut downs = Vec::new();
+            for (uid, nsp) in conn.uids {
+                if st.uid_owner.get(&uid) == Some(&id) {
+                    st.uid_owner.remove(&uid);
+                    downs.push(FromHub::NodeDown { uid, nsp }.encode());
+                }
+            }
+            let mut overflowed = Vec::new();
+            for frame in downs {
+                for (other_id, other) in st.conns.iter() {
+                    bump(&self.inner.stats.node_down);
+                    if !self.push(other, frame.clone()) {
+                        overflowed.push(*other_id);
+                    }
+                }
+            }
+            drop(conn.tx);
+            for o in overflowed {
+                if let Some(c) = st.conns.get(&o) {
+                    c.close.notify_one();
+                }
+            }
+        }
+        bump(&self.inner.stats.detached);
+        info!(conn = id, worker = index, "worker detached");
+        self.notify(HubEvent::WorkerDown { conn: id, index });
+    }
+
+    /// Queues a frame towards `conn`; false when its queue overflowed.
+    fn push(&self, conn: &Conn, frame: Bytes) -> bool {
+        let len = frame.len();
+        let before = conn.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.inner.config.max_queued_bytes {
+            conn.queued.fetch_sub(len, Ordering::AcqRel);
+            bump(&self.inner.stats.queue_overflows);
+            warn!(
+                worker = conn.index,
+                queued = before,
+                "outgoing queue overflow, dropping worker link"
+            );
+            conn.close.notify_one();
+            return false;
+        }
+        bump(&self.inner.stats.frames_out);
+        if conn.tx.send(frame).is_err() {
+            conn.queued.fetch_sub(len, Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// Records that `uid` (of `nsp`) lives on link `id`; false on a conflict.
+    fn learn(&self, st: &mut State, id: ConnId, uid: u64, nsp: &str) -> Result<bool, ()> {
+        match st.uid_owner.get(&uid) {
+            Some(owner) if *owner == id => return Ok(true),
+            Some(_) => {
+                bump(&self.inner.stats.uid_conflicts);
+                warn!(
+                    conn = id,
+                    uid = format_args!("{uid:016x}"),
+                    "uid already owned by another worker, frame dropped"
+                );
+                return Ok(false);
+            }
+            None => {}
+        }
+        let Some(conn) = st.conns.get_mut(&id) else {
+            return Ok(false);
+        };
+        if conn.uids.len() >= MAX_UIDS_PER_WORKER {
+            return Err(());
+        }
+        conn.uids.insert(uid, nsp.to_string());
+        st.uid_owner.insert(uid, id);
+        Ok(true)
+    }
+
+    fn handle(&self, id: ConnId, index: u32, msg: ToHub) -> Outcome {
+        match msg {
+            ToHub::Hello { .. } => {
+                bump(&self.inner.stats.protocol_errors);
+                warn!(
+                    conn = id,
+                    worker = index,
+                    "second Hello, dropping worker link"
+                );
+                Outcome::Disconnect
+            }
+            ToHub::Publish { sender, nsp, frame } => {
+                let mut st = self.lock();
+                match self.learn(&mut st, id, sender, &nsp) {
+                    Err(()) => return self.too_many_uids(id, index),
+                    Ok(false) => return Outcome::Continue,
+                    Ok(true) => {}
+                }
+                let out = FromHub::Frame {
+                    from: sender,
+                    nsp,
+                    frame,
+                }
+                .encode();
+                bump(&self.inner.stats.published);
+                for (other_id, other) in st.conns.iter() {
+                    if *other_id != id {
+                        self.push(other, out.clone());
+                    }
+                }
+                Outcome::Continue
+            }
+            ToHub::Send {
+                sender,
+                target,
+                nsp,
+                frame,
+            } => {
+                let mut st = self.lock();
+                match self.learn(&mut st, id, sender, &nsp) {
+                    Err(()) => return self.too_many_uids(id, index),
+                    Ok(false) => return Outcome::Continue,
+                    Ok(true) => {}
+                }
+                let target_conn = st.uid_owner.get(&target).and_then(|c| st.conns.get(c));
+                match target_conn {
+                    Some(conn) => {
+                        bump(&self.inner.stats.sent);
+                        let out = FromHub::Frame {
+                            from: sender,
+                            nsp,
+                            frame,
+                        }
+                        .encode();
+                        self.push(conn, out);
+                    }
+                    None => {
+                        bump(&self.inner.stats.unknown_target);
+                        debug!(
+                            worker = index,
+                            target = format_args!("{target:016x}"),
+                            "send to unknown uid dropped"
+                        );
+                    }
+                }
+                Outcome::Continue
+            }
+            ToHub::SessionOpened { sid } => {
+                self.notify(HubEvent::SessionOpened { index, sid });
+                Outcome::Continue
+            }
+            ToHub::SessionClosed { sid } => {
+                self.notify(HubEvent::SessionClosed { index, sid });
+                Outcome::Continue
+            }
+        }
+    }
+
+    fn too_many_uids(&self, id: ConnId, index: u32) -> Outcome {
+        bump(&self.inner.stats.protocol_errors);
+        warn!(
+            conn = id,
+            worker = index,
+            max = MAX_UIDS_PER_WORKER,
+            "too many node uids, dropping worker link"
+        );
+        Outcome::Disconnect
+    }
+}
+
+async fn write_loop(
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+) {
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(b) => batch.push(b),
+                Err(_) => break,
+            }
+        }
+        for b in batch {
+            let len = b.len();
+            let r = wr.write_all(&b).await;
+            queued.fetch_sub(len, Ordering::AcqRel);
+            if r.is_err() {
+                close.notify_one();
+                return;
+            }
+        }
+        if wr.flush().await.is_err() {
+            close.notify_one();
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerLink};
+    use std::sync::Mutex as StdMutex;
+
+    #[derive(Default)]
+    struct Events(StdMutex<Vec<HubEvent>>);
+
+    impl HubObserver for Events {
+        fn on_event(&self, event: HubEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    fn opts() -> LinkOptions {
+        LinkOptions {
+            exit_on_close: false,
+            ..LinkOptions::default()
+        }
+    }
+
+    async fn link(hub: &Hub, index: u32) -> (LinkSender, LinkReceiver) {
+        let (a, b) = UnixStream::pair().unwrap();
+        hub.attach(a, Attach::Trusted { index });
+        WorkerLink::connect_stream(b, index, "", ipc::DEFAULT_MAX_FRAME, opts())
+            .await
+            .unwrap()
+    }
+
+    async fn next(rx: &mut LinkReceiver) -> Incoming {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("timely message")
+            .expect("open link")
+    }
+
+    async fn nothing(rx: &mut LinkReceiver) {
+        let r = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        assert!(r.is_err(), "unexpected message {r:?}");
+    }
+
+    #[tokio::test]
+    async fn relay_and_fast_leave_in_process() {
+        let events = Arc::new(Events::default());
+        let hub = Hub::new(HubConfig::default(), Some(events.clone()));
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (s1, mut r1) = link(&hub, 1).await;
+        let (s2, mut r2) = link(&hub, 2).await;
+
+        s0.publish(10, "/", b"from-0").unwrap();
+        for rx in [&mut r1, &mut r2] {
+            assert_eq!(
+                next(rx).await,
+                Incoming::Frame {
+                    nsp: "/".into(),
+                    from: 10,
+                    frame: b"from-0".to_vec()
+                }
+            );
+        }
+        nothing(&mut r0).await;
+
+        // Worker 2 announces its node, then worker 1 answers node 10 only.
+        s2.publish(12, "/", b"hb").unwrap();
+        next(&mut r0).await;
+        next(&mut r1).await;
+        s1.send(11, 10, "/", b"resp").unwrap();
+        assert_eq!(
+            next(&mut r0).await,
+            Incoming::Frame {
+                nsp: "/".into(),
+                from: 11,
+                frame: b"resp".to_vec()
+            }
+        );
+        nothing(&mut r2).await;
+        s1.send(11, 999, "/", b"lost").unwrap();
+        s1.session_opened("abc").unwrap();
+        nothing(&mut r0).await;
+        assert_eq!(hub.stats().unknown_target, 1);
+
+        // Worker 1 goes away: the others learn node 11 left.
+        drop(s1);
+        drop(r1);
+        for rx in [&mut r0, &mut r2] {
+            assert_eq!(
+                next(rx).await,
+                Incoming::NodeDown {
+                    uid: 11,
+                    nsp: "/".into()
+                }
+            );
+        }
+        let ev = events.0.lock().unwrap().clone();
+        assert!(ev.contains(&HubEvent::SessionOpened {
+            index: 1,
+            sid: "abc".into()
+        }));
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, HubEvent::WorkerDown { index: 1, .. }))
+        );
+        assert_eq!(hub.attached_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn oversize_frame_drops_only_the_sender() {
+        let config = HubConfig {
+            max_frame: 1024,
+            ..HubConfig::default()
+        };
+        let hub = Hub::new(config, None);
+        let (_s0, mut r0) = link(&hub, 0).await;
+        let (a, b) = UnixStream::pair().unwrap();
+        hub.attach(a, Attach::Trusted { index: 1 });
+        // The worker side allows more than the hub does.
+        let (s1, _r1) = WorkerLink::connect_stream(b, 1, "", 1 << 20, opts())
+            .await
+            .unwrap();
+        s1.publish(7, "/", b"small").unwrap();
+        next(&mut r0).await;
+        s1.publish(7, "/", vec![0u8; 4096]).unwrap();
+        assert_eq!(
+            next(&mut r0).await,
+            Incoming::NodeDown {
+                uid: 7,
+                nsp: "/".into()
+            }
+        );
+        assert_eq!(hub.stats().protocol_errors, 1);
+        assert_eq!(hub.attached_count(), 1);
+        // The worker side refuses frames above its own limit before sending.
+        assert!(matches!(
+            s1.publish(7, "/", vec![0u8; 2 << 20]),
+            Err(crate::worker::LinkError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn uid_of_another_worker_is_not_stolen() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (s1, mut r1) = link(&hub, 1).await;
+        let (_s2, mut r2) = link(&hub, 2).await;
+        s0.publish(5, "/", b"mine").unwrap();
+        next(&mut r1).await;
+        next(&mut r2).await;
+        s1.publish(5, "/", b"spoof").unwrap();
+        nothing(&mut r2).await;
+        nothing(&mut r0).await;
+        assert_eq!(hub.stats().uid_conflicts, 1);
+        // Responses for uid 5 still reach worker 0.
+        let _ = &mut r1;
+        _s2.send(6, 5, "/", b"to-5").unwrap();
+        assert!(matches!(
+            next(&mut r0).await,
+            Incoming::Frame { from: 6, .. }
+        ));
+    }
+}

@@ -1,0 +1,237 @@
+//! `sio-cluster-host`: the primary of a Socket.IO cluster (worker supervisor,
+//! IPC hub and sticky load balancer). A thin clap shell over the library.
+//!
+//! Exit codes: 0 clean stop (SIGTERM / SIGINT), 1 other error, 2 usage error,
+//! 3 cannot listen (public port, private port or hub socket), 4 the worker
+//! command cannot be started, 5 unsafe hub socket location.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sio_cluster_host::hub::HubConfig;
+use sio_cluster_host::ipc::DEFAULT_MAX_FRAME;
+use sio_cluster_host::standalone::{StandaloneConfig, StandaloneError, run_hub};
+use sio_cluster_host::sticky::{Balance, StickyConfig};
+use sio_cluster_host::supervisor::{RunConfig, RunError, run};
+use tracing::error;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped cleanly by SIGTERM or SIGINT
+  1  other error
+  2  usage error
+  3  cannot listen (public port, a worker's private port, or the hub socket)
+  4  the worker command cannot be started
+  5  unsafe hub socket location (directory not private, or not a socket)
+
+Logs go to stderr; set the level with RUST_LOG (default: info).";
+
+/// Socket.IO cluster primary: runs workers, relays adapter frames between
+/// them and routes HTTP with sticky sessions.
+#[derive(Parser, Debug)]
+#[command(name = "sio-cluster-host", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Spawn N workers, relay their adapter frames, restart them when they
+    /// exit, and serve the public port with sticky sessions.
+    ///
+    /// Each worker gets its hub link as fd 3 (SIO_CLUSTER_IPC=fd:3), a private
+    /// loopback HTTP listener as fd 4 (SIO_CLUSTER_LISTEN_FD=4,
+    /// SIO_CLUSTER_LISTEN=127.0.0.1:PORT), SIO_CLUSTER_WORKER (0-based index),
+    /// SIO_CLUSTER_WORKERS, SIO_CLUSTER_HEARTBEAT_INTERVAL,
+    /// SIO_CLUSTER_HEARTBEAT_TIMEOUT and SIO_CLUSTER_MAX_FRAME. Every HTTP
+    /// request on the public port is proxied to one worker: by the `sid` query
+    /// parameter when the session is known, else by the balancing method; no
+    /// live worker gives 503, an unreachable worker 502, malformed HTTP 400.
+    /// Workers exit (code 75) when their hub link closes, so killing the
+    /// primary leaves no worker behind.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Run the hub alone on a Unix socket, for workers started by another
+    /// supervisor (PM2, systemd). No sticky listener in this mode.
+    ///
+    /// The socket's directory is created 0700 if missing and must otherwise be
+    /// private (owned by this user, no group/other bits). The socket is mode
+    /// 0600. A random token is written to PATH.token (mode 0600); workers
+    /// attach with SIO_CLUSTER_IPC=PATH and SIO_CLUSTER_TOKEN (or
+    /// SIO_CLUSTER_TOKEN_FILE); a link with a wrong token is refused. Prints
+    /// SIO_CLUSTER_IPC=... and SIO_CLUSTER_TOKEN_FILE=... on stdout.
+    #[command(after_help = EXIT_CODES)]
+    Hub(HubArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Number of workers [default: number of CPUs].
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
+    /// Public port of the sticky HTTP listener (0 = any free port).
+    #[arg(short, long, default_value_t = 3000)]
+    port: u16,
+    /// Address to bind the public listener on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// How new sessions are spread over live workers.
+    #[arg(long, value_enum, default_value_t = Balance::LeastConnection)]
+    balance: Balance,
+    /// Adapter heartbeat interval in ms, passed to workers as
+    /// SIO_CLUSTER_HEARTBEAT_INTERVAL.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    heartbeat_interval: u64,
+    /// Adapter heartbeat timeout in ms, passed to workers as
+    /// SIO_CLUSTER_HEARTBEAT_TIMEOUT.
+    #[arg(long, value_name = "MS", default_value_t = 10000)]
+    heartbeat_timeout: u64,
+    /// On shutdown, time between SIGTERM and SIGKILL for each worker, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 10000)]
+    grace_period: u64,
+    /// Largest IPC frame in bytes; a worker sending more is disconnected.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+    /// Forget a session learnt from a handshake response after this many
+    /// seconds without a request (sessions reported by the worker are kept
+    /// until it reports them closed).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    session_idle_timeout: u64,
+    /// Threads of the primary's async runtime. 1 (one thread, no cross-thread
+    /// wakeups) measured fastest on a 2-core machine; raise it when the
+    /// primary proxies a lot of traffic on a large machine.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    /// Pass a connection whose first request is a WebSocket upgrade to its
+    /// worker (SCM_RIGHTS over fd 5, SIO_CLUSTER_HANDOFF=fd:5) instead of
+    /// proxying its bytes. Every worker must then accept handed-off
+    /// connections (the host library's HandoffReceiver).
+    #[arg(long)]
+    handoff_websocket: bool,
+    /// Worker command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+#[derive(clap::Args, Debug)]
+struct HubArgs {
+    /// Path of the Unix socket to create.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Where to write the token [default: PATH.token].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Also print SIO_CLUSTER_TOKEN=<token> on stdout.
+    #[arg(long)]
+    print_token: bool,
+    /// Largest IPC frame in bytes; a worker sending more is disconnected.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+    /// Threads of the hub's async runtime.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+}
+
+fn hub_config(max_frame: usize) -> HubConfig {
+    HubConfig {
+        max_frame,
+        ..HubConfig::default()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let threads = match &cli.command {
+        Cmd::Run(a) => a.threads,
+        Cmd::Hub(a) => a.threads,
+    };
+    let built = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads as usize)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+
+    match cli.command {
+        Cmd::Run(args) => {
+            let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let config = RunConfig {
+                workers,
+                bind: SocketAddr::new(args.bind, args.port),
+                command: args.command,
+                heartbeat_interval_ms: args.heartbeat_interval,
+                heartbeat_timeout_ms: args.heartbeat_timeout,
+                grace: Duration::from_millis(args.grace_period),
+                hub: hub_config(args.max_frame),
+                sticky: StickyConfig {
+                    balance: args.balance,
+                    session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
+                    handoff_websocket: args.handoff_websocket,
+                    ..StickyConfig::default()
+                },
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(10),
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "sio-cluster-host run failed");
+                    ExitCode::from(match e {
+                        RunError::Listen { .. } => 3,
+                        RunError::Spawn { .. } => 4,
+                        RunError::Config(_) => 2,
+                        RunError::Io(_) => 1,
+                    })
+                }
+            }
+        }
+        Cmd::Hub(args) => {
+            let config = StandaloneConfig {
+                socket: args.socket,
+                token_file: args.token_file,
+                print_token: args.print_token,
+                hub: hub_config(args.max_frame),
+            };
+            match runtime.block_on(run_hub(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "sio-cluster-host hub failed");
+                    ExitCode::from(match e {
+                        StandaloneError::Unsafe(_) => 5,
+                        StandaloneError::InUse(_) | StandaloneError::Create { .. } => 3,
+                        StandaloneError::Io(_) | StandaloneError::Random(_) => 1,
+                    })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The `run` primary: spawns and restarts workers, runs the hub and the sticky
+//! public listener, and stops everything on SIGTERM / SIGINT.
+//!
+//! Per worker `i` the primary makes, once for the life of the primary:
+//! * a loopback TCP listener `127.0.0.1:<free port>`, inherited by every
+//!   incarnation of worker `i` as fd 4 (`SIO_CLUSTER_LISTEN_FD=4`,
+//!   `SIO_CLUSTER_LISTEN=127.0.0.1:<port>`); the port never changes across
+//!   restarts and connections queue in its backlog while a worker restarts;
+//!
+//! and per spawn:
+//! * a fresh Unix socketpair, the child's end inherited as fd 3
+//!   (`SIO_CLUSTER_IPC=fd:3`), the primary's end attached to the hub as
+//!   trusted worker `i`;
+//! * `SIO_CLUSTER_WORKER=i`, `SIO_CLUSTER_WORKERS=N`,
+//!   `SIO_CLUSTER_HEARTBEAT_INTERVAL`, `SIO_CLUSTER_HEARTBEAT_TIMEOUT`,
+//!   `SIO_CLUSTER_MAX_FRAME`;
+//! * with `--handoff-websocket`, a `SOCK_SEQPACKET` socketpair for
+//!   WebSocket handoff, the child's end as fd 5 (`SIO_CLUSTER_HANDOFF=fd:5`,
+//!   see [`crate::handoff`]);
+//! * its own process group, and (Linux) `PR_SET_PDEATHSIG = SIGKILL` as a
+//!   second guard against orphans besides the closed link.
+//!
+//! A worker that exits is restarted after a backoff (100 ms doubling up to 10 s,
+//! reset once a worker ran for 10 s), with a log line. On shutdown every
+//! worker's process group gets SIGTERM, then SIGKILL after the grace period; a
+//! second signal kills at once. The primary must be spawned from a thread that
+//! outlives the workers (PR_SET_PDEATHSIG fires when the forking *thread*
+//! exits): `run` spawns from the runtime's own threads only.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::handoff::{HandoffSender, handoff_pair};
+use crate::hub::{Attach, Hub, HubConfig, HubObserver};
+use crate::sticky::{self, Router, StickyConfig};
+
+/// Fd number of the hub link in a worker.
+pub const CHILD_IPC_FD: RawFd = 3;
+/// Fd number of the inherited HTTP listener in a worker.
+pub const CHILD_LISTEN_FD: RawFd = 4;
+/// Fd number of the WebSocket handoff socket in a worker (with handoff on).
+pub const CHILD_HANDOFF_FD: RawFd = 5;
+
+/// Settings of `sio-cluster-host run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Number of workers.
+    pub workers: usize,
+    /// Public address of the sticky listener.
+    pub bind: SocketAddr,
+    /// Worker command and its arguments.
+    pub command: Vec<OsString>,
+    /// Adapter heartbeat interval passed to workers (ms).
+    pub heartbeat_interval_ms: u64,
+    /// Adapter heartbeat timeout passed to workers (ms).
+    pub heartbeat_timeout_ms: u64,
+    /// Time between SIGTERM and SIGKILL on shutdown.
+    pub grace: Duration,
+    /// Hub settings.
+    pub hub: HubConfig,
+    /// Sticky routing settings.
+    pub sticky: StickyConfig,
+    /// First restart delay.
+    pub backoff_min: Duration,
+    /// Largest restart delay.
+    pub backoff_max: Duration,
+}
+
+/// Why `run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The public or a private listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The worker command could not be started at all.
+    #[error("cannot start worker command {command:?}: {source}")]
+    Spawn {
+        /// Program.
+        command: OsString,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Invalid settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Other I/O failure during setup.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shutdown level shared with worker tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stop {
+    Running,
+    Graceful,
+    Force,
+}
+
+/// Duplicates `fd` to a number >= 10 with close-on-exec set.
+fn dup_high(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a freshly created fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+struct Spawned {
+    child: Child,
+    conn: u64,
+    pid: Option<u32>,
+}
+
+struct WorkerCtx {
+    index: usize,
+    config: Arc<RunConfig>,
+    listener: Arc<std::net::TcpListener>,
+    listen_addr: SocketAddr,
+    hub: Hub,
+    router: Arc<Router>,
+}
+
+impl WorkerCtx {
+    fn spawn(&self) -> std::io::Result<Spawned> {
+        let (parent, child_end) = std::os::unix::net::UnixStream::pair()?;
+        let ipc_fd = dup_high(child_end.as_raw_fd())?;
+        drop(child_end);
+        let listen_fd = dup_high(self.listener.as_raw_fd())?;
+        let cfg = &self.config;
+        let handoff = if cfg.sticky.handoff_websocket {
+            let (ours, theirs) = handoff_pair()?;
+            Some((ours, dup_high(theirs.as_raw_fd())?))
+        } else {
+            None
+        };
+        let handoff_child_fd = handoff.as_ref().map(|(_, c)| c.as_raw_fd()).unwrap_or(-1);
+        let program = cfg
+            .command
+            .first()
+            .ok_or_else(|| std::io::Error::other("empty worker command"))?;
+        let mut cmd = Command::new(program);
+        cmd.args(&cfg.command[1..])
+            .env("SIO_CLUSTER_IPC", format!("fd:{CHILD_IPC_FD}"))
+            .env("SIO_CLUSTER_WORKER", self.index.to_string())
+            .env("SIO_CLUSTER_WORKERS", cfg.workers.to_string())
+            .env("SIO_CLUSTER_LISTEN", self.listen_addr.to_string())
+            .env("SIO_CLUSTER_LISTEN_FD", CHILD_LISTEN_FD.to_string())
+            .env(
+                "SIO_CLUSTER_HEARTBEAT_INTERVAL",
+                cfg.heartbeat_interval_ms.to_string(),
+            )
+            .env(
+                "SIO_CLUSTER_HEARTBEAT_TIMEOUT",
+                cfg.heartbeat_timeout_ms.to_string(),
+            )
+            .env("SIO_CLUSTER_MAX_FRAME", cfg.hub.max_frame.to_string())
+            .env_remove("SIO_CLUSTER_HANDOFF")
+            .env_remove("SIO_CLUSTER_TOKEN")
+            .env_remove("SIO_CLUSTER_TOKEN_FILE")
+            .process_group(0)
+            .kill_on_drop(true);
+        if handoff.is_some() {
+            cmd.env("SIO_CLUSTER_HANDOFF", format!("fd:{CHILD_HANDOFF_FD}"));
+        }
+        let (a, b, c) = (ipc_fd.as_raw_fd(), listen_fd.as_raw_fd(), handoff_child_fd);
+        // SAFETY: getpid is async-signal-safe; read before fork.
+        let parent_pid = unsafe { libc::getpid() };
+        // SAFETY: the closure only calls async-signal-safe functions (dup2,
+        // prctl, getppid) and does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(a, CHILD_IPC_FD) < 0 || libc::dup2(b, CHILD_LISTEN_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if c >= 0 && libc::dup2(c, CHILD_HANDOFF_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                #[cfg(target_os = "linux")]
+                {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::getppid() != parent_pid {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                }
+                let _ = parent_pid;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(ipc_fd);
+        drop(listen_fd);
+        if let Some((ours, theirs)) = handoff {
+            drop(theirs);
+            match HandoffSender::new(ours) {
+                Ok(sender) => self.router.set_handoff(self.index, Some(Arc::new(sender))),
+                Err(e) => {
+                    warn!(worker = self.index, error = %e, "handoff socket unusable, proxying");
+                    self.router.set_handoff(self.index, None);
+                }
+            }
+        }
+        parent.set_nonblocking(true)?;
+        let stream = tokio::net::UnixStream::from_std(parent)?;
+        let conn = self.hub.attach(
+            stream,
+            Attach::Trusted {
+                index: self.index as u32,
+            },
+        );
+        let pid = child.id();
+        Ok(Spawned { child, conn, pid })
+    }
+
+    /// Spawns, waits, restarts until shutdown.
+    async fn supervise(self, first: Spawned, mut stop: watch::Receiver<Stop>) {
+        let mut current = Some(first);
+        let mut backoff = self.config.backoff_min;
+        loop {
+            let Some(mut sp) = current.take() else {
+                break;
+            };
+            let started = Instant::now();
+            info!(worker = self.index, pid = sp.pid, "worker started");
+            let status = tokio::select! {
+                s = sp.child.wait() => Some(s),
+                _ = wait_stop(&mut stop, Stop::Graceful) => None,
+            };
+            let Some(status) = status else {
+                self.stop_child(&mut sp, &mut stop).await;
+                break;
+            };
+            self.hub.detach(sp.conn);
+            let status = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            if *stop.borrow() != Stop::Running {
+                info!(worker = self.index, pid = sp.pid, %status, "worker exited during shutdown");
+                break;
+            }
+            if started.elapsed() >= Duration::from_secs(10) {
+                backoff = self.config.backoff_min;
+            }
+            warn!(
+                worker = self.index,
+                pid = sp.pid,
+                %status,
+                restart_in_ms = backoff.as_millis() as u64,
+                "worker exited, restarting"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = wait_stop(&mut stop, Stop::Graceful) => break,
+            }
+            backoff = (backoff * 2).min(self.config.backoff_max);
+            loop {
+                match self.spawn() {
+                    Ok(sp) => {
+                        current = Some(sp);
+                        break;
+                    }
+                    Err(e) => {
+                        error!(worker = self.index, error = %e, retry_in_ms = backoff.as_millis() as u64, "worker restart failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = wait_stop(&mut stop, Stop::Graceful) => return,
+                        }
+                        backoff = (backoff * 2).min(self.config.backoff_max);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Signals the worker's process group (the worker leads it; it is not yet
+    /// reaped, so the group id cannot have been reused).
+    fn signal_group(sp: &Spawned, sig: libc::c_int) {
+        if let Some(pid) = sp.pid {
+            // SAFETY: kill(2) on the process group our unreaped child leads.
+            unsafe { libc::kill(-(pid as libc::pid_t), sig) };
+        }
+    }
+
+    async fn stop_child(&self, sp: &mut Spawned, stop: &mut watch::Receiver<Stop>) {
+        Self::signal_group(sp, libc::SIGTERM);
+        let graceful = *stop.borrow() != Stop::Force;
+        if graceful {
+            tokio::select! {
+                r = tokio::time::timeout(self.config.grace, sp.child.wait()) => {
+                    if let Ok(Ok(status)) = r {
+                        info!(worker = self.index, pid = sp.pid, %status, "worker stopped");
+                        self.hub.detach(sp.conn);
+                        return;
+                    }
+                    warn!(worker = self.index, pid = sp.pid, "grace period over, killing worker");
+                }
+                _ = wait_stop(stop, Stop::Force) => {
+                    warn!(worker = self.index, pid = sp.pid, "second signal, killing worker");
+                }
+            }
+        }
+        Self::signal_group(sp, libc::SIGKILL);
+        let _ = sp.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), sp.child.wait()).await;
+        self.hub.detach(sp.conn);
+    }
+}
+
+async fn wait_stop(stop: &mut watch::Receiver<Stop>, level: Stop) {
+    // An error means the sender is gone: treat as "stop now".
+    let _ = stop.wait_for(|s| *s >= level).await;
+}
+
+/// Runs the primary until SIGTERM / SIGINT; returns when every worker is gone.
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    if config.workers == 0 {
+        return Err(RunError::Config("--workers must be at least 1".into()));
+    }
+    if config.command.is_empty() {
+        return Err(RunError::Config("a worker command is required".into()));
+    }
+    let config = Arc::new(config);
+
+    let public = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.bind,
+            source,
+        })?;
+    let public_addr = public.local_addr()?;
+
+    let mut listeners = Vec::with_capacity(config.workers);
+    let mut addrs = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let l = std::net::TcpListener::bind(loopback).map_err(|source| RunError::Listen {
+            addr: loopback,
+            source,
+        })?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux): the
+        // worker's side of every proxied connection then sends without Nagle
+        // delays, whatever HTTP server the worker runs.
+        if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&l, true) {
+            warn!(error = %e, "cannot set TCP_NODELAY on a worker listener");
+        }
+        addrs.push(l.local_addr()?);
+        listeners.push(Arc::new(l));
+    }
+
+    let router = Router::new(addrs.clone(), config.sticky.clone());
+    let observer: Arc<dyn HubObserver> = router.clone();
+    let hub = Hub::new(config.hub.clone(), Some(observer));
+
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    let mut tasks = Vec::new();
+    for (index, (listener, addr)) in listeners.into_iter().zip(addrs).enumerate() {
+        let ctx = WorkerCtx {
+            index,
+            config: config.clone(),
+            listener,
+            listen_addr: addr,
+            hub: hub.clone(),
+            router: router.clone(),
+        };
+        let first = ctx.spawn().map_err(|source| RunError::Spawn {
+            command: config.command[0].clone(),
+            source,
+        });
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                // Stop what was already started before reporting.
+                let _ = stop_tx.send(Stop::Force);
+                for t in tasks {
+                    let _ = t.await;
+                }
+                return Err(e);
+            }
+        };
+        tasks.push(tokio::spawn(ctx.supervise(first, stop_rx.clone())));
+    }
+    info!(
+        %public_addr,
+        workers = config.workers,
+        balance = ?config.sticky.balance,
+        "sio-cluster-host listening"
+    );
+
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let http = tokio::spawn(sticky::serve(public, router.clone(), http_stop_rx));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        _ = sigterm.recv() => info!("SIGTERM received, stopping workers"),
+        _ = sigint.recv() => info!("SIGINT received, stopping workers"),
+    }
+    let _ = http_stop_tx.send(true);
+    let _ = stop_tx.send(Stop::Graceful);
+
+    let all = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    tokio::pin!(all);
+    tokio::select! {
+        _ = &mut all => {}
+        _ = async {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+        } => {
+            warn!("second signal, killing workers");
+            let _ = stop_tx.send(Stop::Force);
+            all.await;
+        }
+    }
+    hub.detach_all();
+    let _ = http.await;
+    let stats = hub.stats();
+    info!(?stats, "primary stopped");
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! Worker side of the hub link.
+//!
+//! A worker process started by `sio-cluster-host run` (or by another supervisor
+//! attaching to `sio-cluster-host hub --socket PATH`) reads its settings from
+//! the environment:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SIO_CLUSTER_IPC` | hub link: `fd:N` (an inherited Unix stream socket, set by `run`) or the path of the hub's socket (`hub --socket`) |
+//! | `SIO_CLUSTER_TOKEN` | attach token, required with a socket path (or `SIO_CLUSTER_TOKEN_FILE`) |
+//! | `SIO_CLUSTER_TOKEN_FILE` | file holding the attach token (`<socket>.token` written by `hub`) |
+//! | `SIO_CLUSTER_WORKER` | this worker's index, 0-based (default 0) |
+//! | `SIO_CLUSTER_WORKERS` | number of workers in the cluster (set by `run`) |
+//! | `SIO_CLUSTER_LISTEN` | private loopback address the worker must serve HTTP on (set by `run`) |
+//! | `SIO_CLUSTER_LISTEN_FD` | an inherited, already bound and listening TCP socket for that address (set by `run`); use it rather than binding, see [`WorkerEnv::http_listener`] |
+//! | `SIO_CLUSTER_HANDOFF` | `fd:N`, a socket on which the primary passes WebSocket connections (only with `run --handoff-websocket`); see [`WorkerEnv::handoff_receiver`] and [`crate::handoff`] |
+//! | `SIO_CLUSTER_HEARTBEAT_INTERVAL` | adapter heartbeat interval in ms (default 5000) |
+//! | `SIO_CLUSTER_HEARTBEAT_TIMEOUT` | adapter heartbeat timeout in ms (default 10000) |
+//! | `SIO_CLUSTER_MAX_FRAME` | largest frame payload in bytes (default 64 MiB) |
+//!
+//! **Link-close policy:** when the link to the hub closes (the primary exited or
+//! was killed, or the hub dropped this worker for a protocol error), the worker
+//! process exits at once with [`LINK_CLOSED_EXIT_CODE`] (default of
+//! [`LinkOptions`]), so killing the primary never leaves orphans; the primary
+//! restarts workers it still supervises. There is no reconnection. With
+//! `exit_on_close: false`, [`LinkReceiver::recv`] returns `None` instead and
+//! the application decides.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tracing::{debug, error};
+
+use crate::handoff::HandoffReceiver;
+use crate::ipc::{self, FromHub, ReadError, ToHub};
+
+/// Exit code of a worker whose hub link closed (see the module docs).
+pub const LINK_CLOSED_EXIT_CODE: i32 = 75;
+
+/// Errors of the worker side.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A required environment variable is missing.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    /// An environment variable has an unusable value.
+    #[error("environment variable {name} is invalid: {reason}")]
+    BadEnv {
+        /// Variable name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// I/O on the link failed.
+    #[error("hub link i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The hub refused the Hello.
+    #[error("hub refused this worker: {0}")]
+    Refused(String),
+    /// The hub broke the protocol.
+    #[error("hub protocol error: {0}")]
+    Protocol(String),
+    /// No Welcome in time.
+    #[error("timed out waiting for the hub's welcome")]
+    Timeout,
+    /// A frame is larger than `SIO_CLUSTER_MAX_FRAME`; it was not sent.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Encoded payload length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// A string field is too long for the wire format.
+    #[error(transparent)]
+    Codec(#[from] ipc::CodecError),
+    /// The link is closed.
+    #[error("hub link closed")]
+    Closed,
+}
+
+/// Where the hub link is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpcEndpoint {
+    /// An inherited file descriptor (Unix stream socket).
+    Fd(RawFd),
+    /// A Unix socket path to connect to.
+    Path(PathBuf),
+}
+
+/// Settings a worker reads from its environment (see the module docs).
+#[derive(Debug, Clone)]
+pub struct WorkerEnv {
+    /// `SIO_CLUSTER_IPC`.
+    pub ipc: IpcEndpoint,
+    /// `SIO_CLUSTER_TOKEN` or the content of `SIO_CLUSTER_TOKEN_FILE`.
+    pub token: Option<String>,
+    /// `SIO_CLUSTER_WORKER`.
+    pub index: u32,
+    /// `SIO_CLUSTER_WORKERS`.
+    pub workers: Option<u32>,
+    /// `SIO_CLUSTER_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `SIO_CLUSTER_LISTEN_FD`.
+    pub listen_fd: Option<RawFd>,
+    /// `SIO_CLUSTER_HANDOFF` (the fd number).
+    pub handoff_fd: Option<RawFd>,
+    /// `SIO_CLUSTER_HEARTBEAT_INTERVAL`.
+    pub heartbeat_interval: Duration,
+    /// `SIO_CLUSTER_HEARTBEAT_TIMEOUT`.
+    pub heartbeat_timeout: Duration,
+    /// `SIO_CLUSTER_MAX_FRAME`.
+    pub max_frame: usize,
+}
+
+fn var(name: &'static str) -> Result<Option<String>, LinkError> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(LinkError::BadEnv {
+            name,
+            reason: "not valid UTF-8".into(),
+        }),
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, LinkError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| LinkError::BadEnv {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+fn parse_fd(name: &'static str, v: &str) -> Result<RawFd, LinkError> {
+    let fd: RawFd = parse(name, v)?;
+    if fd < 0 {
+        return Err(LinkError::BadEnv {
+            name,
+            reason: "negative file descriptor".into(),
+        });
+    }
+    Ok(fd)
+}
+
+impl WorkerEnv {
+    /// Reads the environment of this process.
+    pub fn from_env() -> Result<WorkerEnv, LinkError> {
+        let ipc = match var("SIO_CLUSTER_IPC")? {
+            None => return Err(LinkError::MissingEnv("SIO_CLUSTER_IPC")),
+            Some(v) => match v.strip_prefix("fd:") {
+                Some(fd) => IpcEndpoint::Fd(parse_fd("SIO_CLUSTER_IPC", fd)?),
+                None if v.is_empty() => {
+                    return Err(LinkError::BadEnv {
+                        name: "SIO_CLUSTER_IPC",
+                        reason: "empty".into(),
+                    });
+                }
+                None => IpcEndpoint::Path(PathBuf::from(v)),
+            },
+        };
+        let token = match var("SIO_CLUSTER_TOKEN")? {
+            Some(t) => Some(t.trim().to_string()),
+            None => match var("SIO_CLUSTER_TOKEN_FILE")? {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| LinkError::BadEnv {
+                            name: "SIO_CLUSTER_TOKEN_FILE",
+                            reason: format!("{path}: {e}"),
+                        })?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            },
+        };
+        let ms = |name: &'static str, default: u64| -> Result<Duration, LinkError> {
+            Ok(Duration::from_millis(match var(name)? {
+                Some(v) => parse(name, &v)?,
+                None => default,
+            }))
+        };
+        Ok(WorkerEnv {
+            ipc,
+            token,
+            index: match var("SIO_CLUSTER_WORKER")? {
+                Some(v) => parse("SIO_CLUSTER_WORKER", &v)?,
+                None => 0,
+            },
+            workers: var("SIO_CLUSTER_WORKERS")?
+                .map(|v| parse("SIO_CLUSTER_WORKERS", &v))
+                .transpose()?,
+            listen: var("SIO_CLUSTER_LISTEN")?
+                .map(|v| parse("SIO_CLUSTER_LISTEN", &v))
+                .transpose()?,
+            listen_fd: var("SIO_CLUSTER_LISTEN_FD")?
+                .map(|v| parse_fd("SIO_CLUSTER_LISTEN_FD", &v))
+                .transpose()?,
+            handoff_fd: match var("SIO_CLUSTER_HANDOFF")? {
+                Some(v) => match v.strip_prefix("fd:") {
+                    Some(fd) => Some(parse_fd("SIO_CLUSTER_HANDOFF", fd)?),
+                    None => {
+                        return Err(LinkError::BadEnv {
+                            name: "SIO_CLUSTER_HANDOFF",
+                            reason: "expected fd:N".into(),
+                        });
+                    }
+                },
+                None => None,
+            },
+            heartbeat_interval: ms("SIO_CLUSTER_HEARTBEAT_INTERVAL", 5000)?,
+            heartbeat_timeout: ms("SIO_CLUSTER_HEARTBEAT_TIMEOUT", 10000)?,
+            max_frame: match var("SIO_CLUSTER_MAX_FRAME")? {
+                Some(v) => parse("SIO_CLUSTER_MAX_FRAME", &v)?,
+                None => ipc::DEFAULT_MAX_FRAME,
+            },
+        })
+    }
+
+    /// The listener the worker must serve HTTP on (non-blocking, ready for
+    /// `tokio::net::TcpListener::from_std`).
+    ///
+    /// Takes the inherited `SIO_CLUSTER_LISTEN_FD` when set (call this once),
+    /// else binds `SIO_CLUSTER_LISTEN`, else binds `127.0.0.1:0`.
+    pub fn http_listener(&self) -> Result<std::net::TcpListener, LinkError> {
+        let listener = if let Some(fd) = self.listen_fd {
+            check_socket(fd, "SIO_CLUSTER_LISTEN_FD")?;
+            // SAFETY: the fd was checked to be an open socket; the supervisor
+            // passed it for this process to own.
+            unsafe { std::net::TcpListener::from_raw_fd(fd) }
+        } else {
+            let addr = self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            std::net::TcpListener::bind(addr)?
+        };
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+}
+
+impl WorkerEnv {
+    /// The receiver of handed-off WebSocket connections, when the primary
+    /// enabled handoff (`SIO_CLUSTER_HANDOFF`); call once, inside a tokio
+    /// runtime. A worker that gets `Some` must keep accepting from it.
+    pub fn handoff_receiver(&self) -> Result<Option<HandoffReceiver>, LinkError> {
+        let Some(fd) = self.handoff_fd else {
+            return Ok(None);
+        };
+        check_socket(fd, "SIO_CLUSTER_HANDOFF")?;
+        // SAFETY: checked to be an open socket handed to this process.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Some(HandoffReceiver::new(owned)?))
+    }
+}
+
+/// Fails unless `fd` is an open socket; then marks it close-on-exec so that
+/// processes the worker spawns do not inherit it (an inherited hub link would
+/// outlive the worker and delay its nodes' fast leave).
+fn check_socket(fd: RawFd, name: &'static str) -> Result<(), LinkError> {
+    // SAFETY: fstat only writes into the provided struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    if rc != 0 {
+        return Err(LinkError::BadEnv {
+            name,
+            reason: format!("fd {fd}: {}", std::io::Error::last_os_error()),
+        });
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(LinkError::BadEnv {
+            name,
+            reason: format!("fd {fd} is not a socket"),
+        });
+    }
+    // SAFETY: F_SETFD on an fd checked to be open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(LinkError::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// What to do when the link closes.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkOptions {
+    /// Exit the process when the link closes (default true).
+    pub exit_on_close: bool,
+    /// Exit code used then (default [`LINK_CLOSED_EXIT_CODE`]).
+    pub exit_code: i32,
+    /// Time allowed for the hub's Welcome (default 10 s).
+    pub welcome_timeout: Duration,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        LinkOptions {
+            exit_on_close: true,
+            exit_code: LINK_CLOSED_EXIT_CODE,
+            welcome_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A message from the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// An adapter frame from another node.
+    Frame {
+        /// Namespace of the sending node.
+        nsp: String,
+        /// Uid of the sending node.
+        from: u64,
+        /// Opaque adapter frame.
+        frame: Vec<u8>,
+    },
+    /// A node left because its worker's link closed.
+    NodeDown {
+        /// Uid of the node.
+        uid: u64,
+        /// Its namespace.
+        nsp: String,
+    },
+}
+
+/// Sending half of the link. Cheap to clone; methods never block.
+#[derive(Clone, Debug)]
+pub struct LinkSender {
+    tx: mpsc::UnboundedSender<Bytes>,
+    index: u32,
+    max_frame: usize,
+}
+
+/// Receiving half of the link.
+#[derive(Debug)]
+pub struct LinkReceiver {
+    rx: mpsc::UnboundedReceiver<Incoming>,
+    index: u32,
+}
+
+/// Entry points that open the link.
+pub struct WorkerLink;
+
+impl WorkerLink {
+    /// Opens the link described by the environment, with default options
+    /// (exit the process when the link closes).
+    pub async fn connect_from_env() -> Result<(LinkSender, LinkReceiver), LinkError> {
+        let env = WorkerEnv::from_env()?;
+        Self::connect(&env, LinkOptions::default()).await
+    }
+
+    /// Opens the link described by `env`.
+    pub async fn connect(
+        env: &WorkerEnv,
+        options: LinkOptions,
+    ) -> Result<(LinkSender, LinkReceiver), LinkError> {
+        let stream = match &env.ipc {
+            IpcEndpoint::Fd(fd) => {
+                check_socket(*fd, "SIO_CLUSTER_IPC")?;
+                // SAFETY: checked to be an open socket handed to this process.
+                let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
+                let std_stream = std::os::unix::net::UnixStream::from(owned);
+                std_stream.set_nonblocking(true)?;
+                UnixStream::from_std(std_stream)?
+            }
+            IpcEndpoint::Path(p) => UnixStream::connect(p).await?,
+        };
+        let token = env.token.clone().unwrap_or_default();
+        ipc::check_str(&token)?;
+        Self::handshake(stream, env.index, token, env.max_frame, options).await
+    }
+
+    /// Opens a link over an already connected stream (e.g. one end of
+    /// `UnixStream::pair()` whose other end was given to [`crate::hub::Hub::attach`]),
+    /// for in-process use and tests.
+    pub async fn connect_stream(
+        stream: UnixStream,
+        index: u32,
+        token: &str,
+        max_frame: usize,
+        options: LinkOptions,
+    ) -> Result<(LinkSender, LinkReceiver), LinkError> {
+        ipc::check_str(token)?;
+        Self::handshake(stream, index, token.to_string(), max_frame, options).await
+    }
+
+    async fn handshake(
+        stream: UnixStream,
+        index: u32,
+        token: String,
+        max_frame: usize,
+        options: LinkOptions,
+    ) -> Result<(LinkSender, LinkReceiver), LinkError> {
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let hello = ToHub::Hello {
+            version: ipc::PROTOCOL_VERSION,
+            worker: index,
+            pid: std::process::id(),
+            token,
+        }
+        .encode();
+        wr.write_all(&hello).await?;
+        let first =
+            tokio::time::timeout(options.welcome_timeout, ipc::read_frame(&mut rd, max_frame))
+                .await
+                .map_err(|_| LinkError::Timeout)?;
+        let payload = match first {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(LinkError::Closed),
+            Err(ReadError::Io(e)) => return Err(LinkError::Io(e)),
+            Err(ReadError::Codec(e)) => return Err(LinkError::Protocol(e.to_string())),
+        };
+        let index = match FromHub::decode(payload) {
+            Ok(FromHub::Welcome { worker, .. }) => worker,
+            Ok(FromHub::Refused { reason }) => return Err(LinkError::Refused(reason)),
+            Ok(other) => {
+                return Err(LinkError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )));
+            }
+            Err(e) => return Err(LinkError::Protocol(e.to_string())),
+        };
+
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
+        tokio::spawn(async move {
+            let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+            while let Some(first) = out_rx.recv().await {
+                let mut ok = wr.write_all(&first).await.is_ok();
+                while ok && let Ok(more) = out_rx.try_recv() {
+                    ok = wr.write_all(&more).await.is_ok();
+                }
+                if !ok || wr.flush().await.is_err() {
+                    debug!("hub link write failed");
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let reason = loop {
+                match ipc::read_frame(&mut rd, max_frame).await {
+                    Ok(None) => break "closed by the hub".to_string(),
+                    Err(e) => break e.to_string(),
+                    Ok(Some(p)) => match FromHub::decode(p) {
+                        Ok(FromHub::Frame { from, nsp, frame }) => {
+                            let _ = in_tx.send(Incoming::Frame {
+                                nsp,
+                                from,
+                                frame: frame.to_vec(),
+                            });
+                        }
+                        Ok(FromHub::NodeDown { uid, nsp }) => {
+                            let _ = in_tx.send(Incoming::NodeDown { uid, nsp });
+                        }
+                        Ok(other) => break format!("unexpected frame {other:?}"),
+                        Err(e) => break e.to_string(),
+                    },
+                }
+            };
+            if options.exit_on_close {
+                error!(%reason, code = options.exit_code, "hub link lost, exiting");
+                std::process::exit(options.exit_code);
+            }
+            debug!(%reason, "hub link lost");
+        });
+        Ok((
+            LinkSender {
+                tx: out_tx,
+                index,
+                max_frame,
+            },
+            LinkReceiver { rx: in_rx, index },
+        ))
+    }
+}
+
+impl LinkSender {
+    /// This worker's index, as confirmed by the hub.
+    pub fn worker_index(&self) -> u32 {
+        self.index
+    }
+
+    fn push(&self, msg: ToHub) -> Result<(), LinkError> {
+        let frame = msg.encode();
+        let len = frame.len() - 4;
+        if len > self.max_frame {
+            return Err(LinkError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        self.tx.send(frame).map_err(|_| LinkError::Closed)
+    }
+
+    /// Relays `frame` from node `sender_uid` to every other worker.
+    pub fn publish(
+        &self,
+        sender_uid: u64,
+        nsp: &str,
+        frame: impl AsRef<[u8]>,
+    ) -> Result<(), LinkError> {
+        ipc::check_str(nsp)?;
+        self.push(ToHub::Publish {
+            sender: sender_uid,
+            nsp: nsp.to_string(),
+            frame: Bytes::copy_from_slice(frame.as_ref()),
+        })
+    }
+
+    /// Relays `frame` from node `sender_uid` to the worker hosting `target_uid`.
+    pub fn send(
+        &self,
+        sender_uid: u64,
+        target_uid: u64,
+        nsp: &str,
+        frame: impl AsRef<[u8]>,
+    ) -> Result<(), LinkError> {
+        ipc::check_str(nsp)?;
+        self.push(ToHub::Send {
+            sender: sender_uid,
+            target: target_uid,
+            nsp: nsp.to_string(),
+            frame: Bytes::copy_from_slice(frame.as_ref()),
+        })
+    }
+
+    /// Tells the primary an Engine.IO session `sid` now lives on this worker.
+    pub fn session_opened(&self, sid: &str) -> Result<(), LinkError> {
+        ipc::check_str(sid)?;
+        self.push(ToHub::SessionOpened {
+            sid: sid.to_string(),
+        })
+    }
+
+    /// Tells the primary the Engine.IO session `sid` closed.
+    pub fn session_closed(&self, sid: &str) -> Result<(), LinkError> {
+        ipc::check_str(sid)?;
+        self.push(ToHub::SessionClosed {
+            sid: sid.to_string(),
+        })
+    }
+}
+
+impl LinkReceiver {
+    /// This worker's index, as confirmed by the hub.
+    pub fn worker_index(&self) -> u32 {
+        self.index
+    }
+
+    /// The next message from the hub; `None` once the link is closed (only
+    /// seen with `exit_on_close: false`).
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+}
