@@ -561,3 +561,44 @@ impl LinkReceiver {
         self.rx.recv().await
     }
 }
+
+/// Carrying an adapter node's frames over the link, both ways.
+impl LinkSender {
+    /// Sends the frames among `effects` of node `uid` (namespace `nsp`) to the
+    /// hub — `Publish` to every other worker, `Send` to the worker of the
+    /// target node — and returns the effects left for the host, in order.
+    pub fn carry(
+        &self,
+        uid: u64,
+        nsp: &str,
+        effects: Vec<sio_cluster_adapter::Effect>,
+    ) -> Result<Vec<sio_cluster_adapter::Effect>, LinkError> {
+        use sio_cluster_adapter::Effect;
+        let mut local = Vec::with_capacity(effects.len());
+        for e in effects {
+            match e {
+                Effect::Publish(frame) => self.publish(uid, nsp, frame)?,
+                Effect::Send(target, frame) => self.send(uid, target, nsp, frame)?,
+                other => local.push(other),
+            }
+        }
+        Ok(local)
+    }
+}
+
+/// Feeds a message from the hub to `node`, the node of the message's
+/// namespace: a frame goes to `on_frame`, a dead node to `node_down`.
+/// A refused frame is `Ok(Err(..))` (count it, drop it; the node is fine).
+pub fn feed(
+    node: &mut dyn crate::AdapterNode,
+    now: u64,
+    msg: &Incoming,
+) -> Result<
+    Result<Vec<sio_cluster_adapter::Effect>, sio_cluster_adapter::FrameError>,
+    crate::NodeError,
+> {
+    match msg {
+        Incoming::Frame { frame, .. } => node.on_frame(now, frame),
+        Incoming::NodeDown { uid, .. } => node.node_down(now, *uid).map(Ok),
+    }
+}

@@ -21,6 +21,22 @@
 //!   `<unix micros> nodedown <uid hex> <nsp>`;
 //! * `/ctl/close?sid=S`: forgets a session (and reports it closed).
 //!
+//!
+//! With `SIO_TEST_ADAPTER=1` each namespace runs a real adapter node (the
+//! embedded component, component-owned rooms) instead of raw frames: the
+//! node's frames go over the link, a local socket `w<index>` sits in rooms
+//! `w<index>` and `all`, and
+//! * `/ctl/adapter/broadcast?room=R` broadcasts the body (to every socket
+//!   without `room`);
+//! * `/ctl/adapter/fetch` and `/ctl/adapter/emit` start a fetch-sockets / a
+//!   server-side emit with replies and answer the request id;
+//! * `/ctl/adapter/count` answers the server count;
+//! * events gain `deliver <sids> <packet>`, `complete <id> err=<e> <value>`,
+//!   `server-event <packet>`, `node-up <uid>`, `node-down <uid>`.
+//!
+//! Server-side events are answered with `w<index>` unless `SIO_TEST_SILENT`
+//! names this worker index.
+//!
 //! Not part of the product; the tests drive it through the sticky port.
 
 use std::collections::HashSet;
@@ -42,7 +58,15 @@ use sio_cluster_host::worker::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The adapter nodes of this worker (adapter mode).
+struct Adapter {
+    nodes: Mutex<std::collections::BTreeMap<String, sio_cluster_host::WasmNode>>,
+    start: std::time::Instant,
+    silent: bool,
+}
+
 struct State {
+    adapter: Option<Adapter>,
     index: u32,
     listen: String,
     hb: String,
@@ -173,6 +197,7 @@ async fn handle(
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
+        p if p.starts_with("/ctl/adapter/") => adapter_ctl(&state, p, q, &body),
         "/ctl/events" => {
             let ev = state
                 .events
@@ -276,6 +301,17 @@ async fn main() -> std::process::ExitCode {
         .filter(|n| !n.is_empty())
         .map(|n| (n.to_string(), getrandom::u64().unwrap_or(1)))
         .collect::<Vec<_>>();
+    let adapter = if std::env::var("SIO_TEST_ADAPTER").as_deref() == Ok("1") {
+        match start_adapter(link.worker_index(), &uids, &env) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("test worker: adapter: {e:#}");
+                return std::process::ExitCode::from(5);
+            }
+        }
+    } else {
+        None
+    };
     let state = Arc::new(State {
         index: link.worker_index(),
         listen: listener
@@ -293,17 +329,59 @@ async fn main() -> std::process::ExitCode {
         sessions: Mutex::new(HashSet::new()),
         events: Mutex::new(Vec::new()),
         link,
+        adapter,
     });
 
-    // Announce every node once so the hub learns the uids (like an adapter's
-    // initial heartbeat).
-    for (nsp, uid) in &state.uids {
-        let _ = state.link.publish(*uid, nsp, b"hello");
+    let adapter_mode = state.adapter.is_some();
+    let state = if adapter_mode {
+        state
+    } else {
+        // Announce every node once so the hub learns the uids (like an
+        // adapter's initial heartbeat).
+        for (nsp, uid) in &state.uids {
+            let _ = state.link.publish(*uid, nsp, b"hello");
+        }
+        state
+    };
+    if adapter_mode {
+        for (nsp, _) in state.uids.clone() {
+            let effects = with_node(&state, &nsp, |n, now| n.init(now));
+            carry(&state, &nsp, effects);
+        }
+        let tick_state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                for (nsp, _) in tick_state.uids.clone() {
+                    let effects = with_node(&tick_state, &nsp, |n, now| n.tick(now));
+                    carry(&tick_state, &nsp, effects);
+                }
+            }
+        });
     }
 
     let ev_state = state.clone();
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
+            if ev_state.adapter.is_some() {
+                let nsp = match &msg {
+                    HubMsg::Frame { nsp, .. } | HubMsg::NodeDown { nsp, .. } => nsp.clone(),
+                };
+                let effects =
+                    with_node(
+                        &ev_state,
+                        &nsp,
+                        |n, now| match sio_cluster_host::worker::feed(n, now, &msg)? {
+                            Ok(e) => Ok(e),
+                            Err(e) => {
+                                log(&ev_state, format!("refused {e}"));
+                                Ok(Vec::new())
+                            }
+                        },
+                    );
+                carry(&ev_state, &nsp, effects);
+                continue;
+            }
             let line = match msg {
                 HubMsg::Frame { nsp, from, frame } => format!(
                     "{} frame {nsp} {from:016x} {} {}",
@@ -361,4 +439,175 @@ where
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
         .await;
+}
+
+fn log(state: &State, line: String) {
+    if let Ok(mut e) = state.events.lock() {
+        e.push(format!("{} {line}", now_micros()));
+    }
+}
+
+fn start_adapter(index: u32, uids: &[(String, u64)], env: &WorkerEnv) -> anyhow::Result<Adapter> {
+    use sio_cluster_host::adapter::{Config, RoomOwner};
+    use sio_cluster_host::{AdapterEngine, AdapterNode, Limits};
+    let engine = AdapterEngine::new()?;
+    let mut nodes = std::collections::BTreeMap::new();
+    for (nsp, uid) in uids {
+        let mut cfg = Config::new(*uid, nsp.clone(), RoomOwner::Component);
+        cfg.heartbeat_interval_ms = env.heartbeat_interval.as_millis() as u32;
+        cfg.heartbeat_timeout_ms = env.heartbeat_timeout.as_millis() as u32;
+        let mut node = engine.instantiate(cfg, Limits::default())?;
+        let sid = format!("w{index}");
+        node.join(&sid, &[sid.clone(), "all".to_string()])?;
+        nodes.insert(nsp.clone(), node);
+    }
+    let silent = std::env::var("SIO_TEST_SILENT")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        == Some(index);
+    Ok(Adapter {
+        nodes: Mutex::new(nodes),
+        start: std::time::Instant::now(),
+        silent,
+    })
+}
+
+/// Runs `f` on the node of `nsp`; a trap is logged and its effects kept.
+fn with_node(
+    state: &State,
+    nsp: &str,
+    f: impl FnOnce(
+        &mut dyn sio_cluster_host::AdapterNode,
+        u64,
+    ) -> Result<Vec<sio_cluster_host::adapter::Effect>, sio_cluster_host::NodeError>,
+) -> Vec<sio_cluster_host::adapter::Effect> {
+    let Some(adapter) = &state.adapter else {
+        return Vec::new();
+    };
+    let now = adapter.start.elapsed().as_millis() as u64;
+    let Ok(mut nodes) = adapter.nodes.lock() else {
+        return Vec::new();
+    };
+    let Some(node) = nodes.get_mut(nsp) else {
+        return Vec::new();
+    };
+    match f(node, now) {
+        Ok(e) => e,
+        Err(sio_cluster_host::NodeError::Trapped { reason, effects }) => {
+            log(state, format!("trapped {reason}"));
+            effects
+        }
+        Err(e) => {
+            log(state, format!("failed {e}"));
+            Vec::new()
+        }
+    }
+}
+
+/// Sends the node's frames to the hub and logs (or answers) the rest.
+fn carry(state: &State, nsp: &str, effects: Vec<sio_cluster_host::adapter::Effect>) {
+    use sio_cluster_host::adapter::{Effect, RequestValue};
+    let Some(uid) = state.uids.iter().find(|(n, _)| n == nsp).map(|(_, u)| *u) else {
+        return;
+    };
+    let local = match state.link.carry(uid, nsp, effects) {
+        Ok(l) => l,
+        Err(e) => {
+            log(state, format!("link {e}"));
+            return;
+        }
+    };
+    for e in local {
+        match e {
+            Effect::Deliver(d) => log(
+                state,
+                format!(
+                    "deliver {} {}",
+                    d.sids.join(","),
+                    String::from_utf8_lossy(&d.packet)
+                ),
+            ),
+            Effect::Complete(c) => {
+                let value = match &c.value {
+                    RequestValue::Sockets(s) => {
+                        let mut ids: Vec<&str> = s.iter().map(|s| s.id.as_str()).collect();
+                        ids.sort();
+                        format!("sockets={}", ids.join(","))
+                    }
+                    RequestValue::Replies(r) => {
+                        let mut r: Vec<String> = r
+                            .iter()
+                            .map(|r| String::from_utf8_lossy(r).into_owned())
+                            .collect();
+                        r.sort();
+                        format!("replies={}", r.join(","))
+                    }
+                    other => format!("{other:?}"),
+                };
+                let err = c.error.as_deref().unwrap_or("none").replace(' ', "_");
+                log(state, format!("complete {} err={err} {value}", c.id));
+            }
+            Effect::ServerEvent(p, q) => {
+                log(
+                    state,
+                    format!("server-event {}", String::from_utf8_lossy(&p)),
+                );
+                let silent = state.adapter.as_ref().is_some_and(|a| a.silent);
+                if let (Some(q), false) = (q, silent) {
+                    let answer = format!("w{}", state.index).into_bytes();
+                    let more = with_node(state, nsp, |n, now| n.reply(now, q, answer));
+                    carry(state, nsp, more);
+                }
+            }
+            Effect::NodeUp(u) => log(state, format!("node-up {u:016x}")),
+            Effect::NodeDown(u) => log(state, format!("node-down {u:016x}")),
+            other => log(state, format!("effect {other:?}")),
+        }
+    }
+}
+
+fn adapter_ctl(state: &State, path: &str, q: Option<&str>, body: &[u8]) -> Response<Full<Bytes>> {
+    use sio_cluster_host::adapter::Opts;
+    let nsp = query_param(q, "nsp").unwrap_or("/").replace("%2F", "/");
+    match path {
+        "/ctl/adapter/broadcast" => {
+            let opts = match query_param(q, "room") {
+                Some(r) => Opts::rooms([r]),
+                None => Opts::all(),
+            };
+            let packet = body.to_vec();
+            let effects = with_node(state, &nsp, |n, now| n.broadcast(now, opts, packet));
+            carry(state, &nsp, effects);
+            text(StatusCode::OK, "ok".into())
+        }
+        "/ctl/adapter/fetch" | "/ctl/adapter/emit" => {
+            let mut id = None;
+            let packet = body.to_vec();
+            let fetch = path == "/ctl/adapter/fetch";
+            let effects = with_node(state, &nsp, |n, now| {
+                let (i, e) = if fetch {
+                    let (i, e) = n.fetch_sockets(now, Opts::all(), None)?;
+                    (Some(i), e)
+                } else {
+                    n.server_side_emit(now, packet, true)?
+                };
+                id = i;
+                Ok(e)
+            });
+            carry(state, &nsp, effects);
+            match id {
+                Some(id) => text(StatusCode::OK, format!("{id}")),
+                None => text(StatusCode::INTERNAL_SERVER_ERROR, "no request".into()),
+            }
+        }
+        "/ctl/adapter/count" => {
+            let mut count = 0;
+            with_node(state, &nsp, |n, _| {
+                count = n.server_count()?;
+                Ok(Vec::new())
+            });
+            text(StatusCode::OK, format!("{count}"))
+        }
+        _ => text(StatusCode::NOT_FOUND, "unknown adapter command".into()),
+    }
 }
