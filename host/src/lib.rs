@@ -20,12 +20,14 @@
 //! processes, wasmtime) → the CLI (`src/main.rs`).
 
 pub mod bindings;
+pub mod demo;
 pub mod engine;
 pub mod handoff;
 pub mod hub;
 pub mod ipc;
 pub mod node;
 pub mod packet;
+pub mod sioxide;
 pub mod standalone;
 pub mod sticky;
 pub mod supervisor;

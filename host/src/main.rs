@@ -67,10 +67,35 @@ enum Cmd {
     /// SIO_CLUSTER_IPC=... and SIO_CLUSTER_TOKEN_FILE=... on stdout.
     #[command(after_help = EXIT_CODES)]
     Hub(HubArgs),
+    /// Run the demo cluster: the primary plus N socketioxide demo workers
+    /// (this binary, on the embedded adapter component) implementing the
+    /// demo contract on namespaces `/` and `/custom`. Same options as `run`,
+    /// without a command.
+    #[command(after_help = EXIT_CODES)]
+    Demo(DemoArgs),
+    /// One demo worker; started by `demo`, not by hand (it needs the
+    /// environment the primary sets).
+    #[command(hide = true)]
+    DemoWorker,
 }
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Worker command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
     /// Number of workers [default: number of CPUs].
     #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: Option<u32>,
@@ -113,9 +138,6 @@ struct RunArgs {
     /// connections (the host library's HandoffReceiver).
     #[arg(long)]
     handoff_websocket: bool,
-    /// Worker command and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    command: Vec<OsString>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,8 +178,10 @@ fn main() -> ExitCode {
         .init();
 
     let threads = match &cli.command {
-        Cmd::Run(a) => a.threads,
+        Cmd::Run(a) => a.cluster.threads,
+        Cmd::Demo(a) => a.cluster.threads,
         Cmd::Hub(a) => a.threads,
+        Cmd::DemoWorker => 1,
     };
     let built = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -178,42 +202,25 @@ fn main() -> ExitCode {
     };
 
     match cli.command {
-        Cmd::Run(args) => {
-            let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-            let config = RunConfig {
-                workers,
-                bind: SocketAddr::new(args.bind, args.port),
-                command: args.command,
-                heartbeat_interval_ms: args.heartbeat_interval,
-                heartbeat_timeout_ms: args.heartbeat_timeout,
-                grace: Duration::from_millis(args.grace_period),
-                hub: hub_config(args.max_frame),
-                sticky: StickyConfig {
-                    balance: args.balance,
-                    session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
-                    handoff_websocket: args.handoff_websocket,
-                    ..StickyConfig::default()
-                },
-                backoff_min: Duration::from_millis(100),
-                backoff_max: Duration::from_secs(10),
-            };
-            match runtime.block_on(run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!(error = %e, "sio-cluster-host run failed");
-                    ExitCode::from(match e {
-                        RunError::Listen { .. } => 3,
-                        RunError::Spawn { .. } => 4,
-                        RunError::Config(_) => 2,
-                        RunError::Io(_) => 1,
-                    })
-                }
+        Cmd::Run(args) => run_cluster(&runtime, args.cluster, args.command),
+        Cmd::Demo(args) => match std::env::current_exe() {
+            Ok(exe) => run_cluster(
+                &runtime,
+                args.cluster,
+                vec![exe.into(), "demo-worker".into()],
+            ),
+            Err(e) => {
+                error!(error = %e, "cannot find this executable to start demo workers");
+                ExitCode::from(4)
             }
-        }
+        },
+        Cmd::DemoWorker => match runtime.block_on(sio_cluster_host::demo::run_worker()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!(error = %e, "demo worker failed");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Cmd::Hub(args) => {
             let config = StandaloneConfig {
                 socket: args.socket,
@@ -232,6 +239,47 @@ fn main() -> ExitCode {
                     })
                 }
             }
+        }
+    }
+}
+
+fn run_cluster(
+    runtime: &tokio::runtime::Runtime,
+    args: ClusterArgs,
+    command: Vec<OsString>,
+) -> ExitCode {
+    let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let config = RunConfig {
+        workers,
+        bind: SocketAddr::new(args.bind, args.port),
+        command,
+        heartbeat_interval_ms: args.heartbeat_interval,
+        heartbeat_timeout_ms: args.heartbeat_timeout,
+        grace: Duration::from_millis(args.grace_period),
+        hub: hub_config(args.max_frame),
+        sticky: StickyConfig {
+            balance: args.balance,
+            session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
+            handoff_websocket: args.handoff_websocket,
+            ..StickyConfig::default()
+        },
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(10),
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "sio-cluster-host run failed");
+            ExitCode::from(match e {
+                RunError::Listen { .. } => 3,
+                RunError::Spawn { .. } => 4,
+                RunError::Config(_) => 2,
+                RunError::Io(_) => 1,
+            })
         }
     }
 }

@@ -1,0 +1,352 @@
+//! The demo worker: a socketioxide server on [`WasmClusterAdapter`] that
+//! implements `shared/demo-contract.md` on namespace `/` (and the same events
+//! on `/custom`, to show namespaces are separate clusters).
+//!
+//! `sio-cluster-host demo` runs the primary with this worker as its command;
+//! the acceptance tests and benchmarks drive it through the contract.
+//!
+//! Payloads are [`rmpv::Value`], which keeps binary attachments intact.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use rmpv::Value;
+use socketioxide::adapter::Emitter;
+use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::{SocketIo, SocketIoConfig};
+use tracing::{error, info, warn};
+
+use crate::sioxide::{WasmCluster, WasmClusterAdapter};
+use crate::worker::WorkerEnv;
+
+/// The adapter type of the demo.
+pub type Adapter = WasmClusterAdapter<Emitter>;
+
+/// Namespaces the demo serves.
+pub const NAMESPACES: [&str; 2] = ["/", "/custom"];
+
+/// Errors that stop the demo worker (with the exit code it uses).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Environment or hub link unusable (exit 3).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
+    /// No HTTP listener (exit 4).
+    #[error("cannot listen: {0}")]
+    Listen(String),
+}
+
+impl DemoError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DemoError::Cluster(_) => 3,
+            DemoError::Listen(_) => 4,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct WhoAmI {
+    pid: u32,
+    worker: u32,
+}
+
+#[derive(serde::Serialize)]
+struct FetchedSocket {
+    id: String,
+    rooms: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Answers<T> {
+    err: Option<String>,
+    responses: Vec<T>,
+}
+
+/// The broadcast operators of namespace `nsp`.
+fn of(
+    io: &SocketIo<Adapter>,
+    nsp: &str,
+) -> Option<socketioxide::operators::BroadcastOperators<Adapter>> {
+    let ops = io.of(nsp);
+    if ops.is_none() {
+        warn!(nsp, "namespace not found");
+    }
+    ops
+}
+
+/// Sorts JSON values: numbers numerically, then everything else by text.
+fn sort_values(values: &mut [serde_json::Value]) {
+    values.sort_by(|a, b| match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.to_string().cmp(&b.to_string()),
+    });
+}
+
+async fn on_connect(cluster: WasmCluster, s: SocketRef<Adapter>, io: SocketIo<Adapter>) {
+    {
+        let worker = cluster.worker_index();
+        let nsp = s.ns().to_string();
+        // As in Socket.IO, every socket is in the room named by its own id.
+        s.join(s.id.as_str().to_string());
+        if nsp == "/" {
+            let _ = cluster.link().session_opened(s.id.as_str());
+            let c = cluster.clone();
+            s.on_disconnect(async move |s: SocketRef<Adapter>| {
+                let _ = c.link().session_closed(s.id.as_str());
+            });
+        }
+
+        s.on("whoami", async move |ack: AckSender<Adapter>| {
+            let _ = ack.send(&WhoAmI {
+                pid: std::process::id(),
+                worker,
+            });
+        });
+        s.on(
+            "join",
+            async |s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>| {
+                s.join(room);
+                let _ = ack.send(&true);
+            },
+        );
+        s.on(
+            "leave",
+            async |s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>| {
+                s.leave(room);
+                let _ = ack.send(&true);
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "to",
+            async move |Data((room, event, payload)): Data<(String, String, Value)>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                if let Err(e) = ops.to(room).emit(&event, &payload).await {
+                    warn!(error = %e, "to: emit failed");
+                }
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "to_except",
+            async move |Data((room, except, event, payload)): Data<(
+                String,
+                String,
+                String,
+                Value,
+            )>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                if let Err(e) = ops.to(room).except(except).emit(&event, &payload).await {
+                    warn!(error = %e, "to_except: emit failed");
+                }
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "all",
+            async move |Data((event, payload)): Data<(String, Value)>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                if let Err(e) = ops.emit(&event, &payload).await {
+                    warn!(error = %e, "all: emit failed");
+                }
+            },
+        );
+        s.on(
+            "broadcast",
+            async |s: SocketRef<Adapter>, Data((event, payload)): Data<(String, Value)>| {
+                if let Err(e) = s.broadcast().emit(&event, &payload).await {
+                    warn!(error = %e, "broadcast: emit failed");
+                }
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "fetch",
+            async move |Data(room): Data<String>, ack: AckSender<Adapter>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                let sockets = match ops.within(room).fetch_sockets().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "fetch failed");
+                        let _ = ack.send(&Vec::<FetchedSocket>::new());
+                        return;
+                    }
+                };
+                let rooms = futures_util::future::join_all(sockets.iter().map(|s| s.rooms())).await;
+                let mut out: Vec<FetchedSocket> = sockets
+                    .iter()
+                    .zip(rooms)
+                    .map(|(s, r)| {
+                        let mut rooms: Vec<String> = r
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|r| r.to_string())
+                            .collect();
+                        rooms.sort();
+                        FetchedSocket {
+                            id: s.data().id.as_str().to_string(),
+                            rooms,
+                        }
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = ack.send(&out);
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "sockets_join",
+            async move |Data((room, new_room)): Data<(String, String)>, ack: AckSender<Adapter>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                let ok = ops.within(room).join(new_room).await.is_ok();
+                let _ = ack.send(&ok);
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "sockets_leave",
+            async move |Data((room, old_room)): Data<(String, String)>, ack: AckSender<Adapter>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                let ok = ops.within(room).leave(old_room).await.is_ok();
+                let _ = ack.send(&ok);
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "disconnect_room",
+            async move |Data(room): Data<String>, ack: AckSender<Adapter>| {
+                let _ = ack.send(&true);
+                let Some(ops) = of(&io2, &ns) else { return };
+                if let Err(e) = ops.within(room).disconnect().await {
+                    warn!(error = %e, "disconnect_room failed");
+                }
+            },
+        );
+        let (io2, ns) = (io.clone(), nsp.clone());
+        s.on(
+            "ask",
+            async move |Data((room, timeout_ms)): Data<(String, u64)>, ack: AckSender<Adapter>| {
+                let Some(ops) = of(&io2, &ns) else { return };
+                let stream = ops
+                    .to(room.clone())
+                    .timeout(Duration::from_millis(timeout_ms))
+                    .emit_with_ack::<_, Value>("question", &room)
+                    .await;
+                let mut answers = Answers::<Value> {
+                    err: None,
+                    responses: Vec::new(),
+                };
+                match stream {
+                    Err(e) => answers.err = Some(e.to_string()),
+                    Ok(stream) => {
+                        let mut stream = std::pin::pin!(stream);
+                        while let Some((_, res)) = stream.next().await {
+                            match res {
+                                Ok(v) => answers.responses.push(v),
+                                Err(_) => answers.err = Some("operation has timed out".to_string()),
+                            }
+                        }
+                    }
+                }
+                let _ = ack.send(&answers);
+            },
+        );
+        let c = cluster.clone();
+        let nsp2 = nsp.clone();
+        s.on(
+            "server_emit",
+            async move |Data(payload): Data<serde_json::Value>, ack: AckSender<Adapter>| {
+                let answers = match c.server_side_emit_with_ack(&nsp2, "ping", &payload).await {
+                    Ok(mut responses) => {
+                        sort_values(&mut responses);
+                        Answers {
+                            err: None,
+                            responses,
+                        }
+                    }
+                    Err(mut e) => {
+                        sort_values(&mut e.responses);
+                        Answers {
+                            err: Some(e.message),
+                            responses: e.responses,
+                        }
+                    }
+                };
+                let _ = ack.send(&answers);
+            },
+        );
+        let c = cluster.clone();
+        s.on("server_count", async move |ack: AckSender<Adapter>| {
+            let n = c.server_count(&nsp).unwrap_or(1);
+            let _ = ack.send(&n);
+        });
+    }
+}
+
+/// Runs the demo worker from the environment `sio-cluster-host run` sets.
+pub async fn run_worker() -> Result<(), DemoError> {
+    let env = WorkerEnv::from_env().map_err(|e| DemoError::Cluster(e.to_string()))?;
+    let cluster = WasmCluster::from_env(&env)
+        .await
+        .map_err(|e| DemoError::Cluster(e.to_string()))?;
+    let listener = env
+        .http_listener()
+        .map_err(|e| DemoError::Listen(e.to_string()))
+        .and_then(|l| {
+            tokio::net::TcpListener::from_std(l).map_err(|e| DemoError::Listen(e.to_string()))
+        })?;
+
+    let (svc, io) = SocketIo::builder()
+        .with_config(SocketIoConfig::default())
+        .with_adapter::<Adapter>(cluster.clone())
+        .build_svc();
+    for nsp in NAMESPACES {
+        let c = cluster.clone();
+        io.ns(nsp, move |s: SocketRef<Adapter>, io: SocketIo<Adapter>| {
+            on_connect(c.clone(), s, io)
+        })
+        .await
+        .map_err(|e| DemoError::Cluster(format!("namespace {nsp}: {e}")))?;
+        let worker = cluster.worker_index();
+        cluster.on_server_event(nsp, move |ev| {
+            if ev.event == "ping"
+                && let Some(reply) = ev.reply
+                && let Err(e) = reply.send(&worker)
+            {
+                warn!(error = %e, "server-side reply failed");
+            }
+        });
+    }
+    info!(
+        worker = cluster.worker_index(),
+        addr = ?listener.local_addr().ok(),
+        "demo worker serving"
+    );
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            Ok::<(), Infallible>(())
+        });
+    }
+}

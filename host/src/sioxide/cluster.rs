@@ -1,0 +1,387 @@
+//! [`WasmCluster`]: what every namespace's adapter of one worker process
+//! shares — the component engine, the hub link, the inbound dispatcher — and
+//! the handle for what socketioxide's API lacks: server-side emit (with and
+//! without replies) and the server count.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::adapter::{Completion, RequestValue};
+use crate::engine::{AdapterEngine, Limits};
+use crate::packet::EncodedPacket;
+use crate::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerEnv, WorkerLink};
+
+use super::Error;
+
+/// Settings of the adapter nodes of one process.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Heartbeat interval (upstream default 5 s; `SIO_CLUSTER_HEARTBEAT_INTERVAL`).
+    pub heartbeat_interval: Duration,
+    /// A node silent for longer is dropped (10 s; `SIO_CLUSTER_HEARTBEAT_TIMEOUT`).
+    pub heartbeat_timeout: Duration,
+    /// Timeout of fetch-sockets, rooms and server-side emit (upstream 5 s).
+    pub request_timeout: Duration,
+    /// Largest adapter frame (`SIO_CLUSTER_MAX_FRAME`).
+    pub max_frame_bytes: u32,
+    /// Memory and CPU limits of each namespace's instance.
+    pub limits: Limits,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            heartbeat_interval: Duration::from_millis(5_000),
+            heartbeat_timeout: Duration::from_millis(10_000),
+            request_timeout: Duration::from_millis(5_000),
+            max_frame_bytes: crate::adapter::DEFAULT_MAX_FRAME_BYTES,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Defaults, with the heartbeat and frame settings the primary passed.
+    pub fn from_env(env: &WorkerEnv) -> Self {
+        ClusterSettings {
+            heartbeat_interval: env.heartbeat_interval,
+            heartbeat_timeout: env.heartbeat_timeout,
+            max_frame_bytes: u32::try_from(env.max_frame).unwrap_or(u32::MAX),
+            ..ClusterSettings::default()
+        }
+    }
+}
+
+/// Counters of one process's adapters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub frames_refused: AtomicU64,
+    pub frames_unrouted: AtomicU64,
+    pub link_errors: AtomicU64,
+    pub traps: AtomicU64,
+    pub bad_remote_data: AtomicU64,
+}
+
+/// A snapshot of [`WasmCluster::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Frames the adapter refused (malformed, oversize).
+    pub frames_refused: u64,
+    /// Frames for a namespace this process does not serve.
+    pub frames_unrouted: u64,
+    /// Frames that could not be handed to the hub link.
+    pub link_errors: u64,
+    /// Instance traps (each instance was replaced).
+    pub traps: u64,
+    /// Unusable data from another node (bad socket id, undecodable packet).
+    pub bad_remote_data: u64,
+}
+
+/// A server-side event from another worker (`io.serverSideEmit`).
+pub struct ServerEvent {
+    /// Event name.
+    pub event: String,
+    /// Arguments after the event name.
+    pub args: Vec<serde_json::Value>,
+    /// Set when the sender waits for one answer from this worker.
+    pub reply: Option<ServerReply>,
+}
+
+/// Answers one server-side event; dropping it without answering lets the
+/// sender's request time out, as upstream.
+pub struct ServerReply {
+    pub(crate) space: Weak<dyn Space>,
+    pub(crate) query: u64,
+}
+
+impl ServerReply {
+    /// Sends the answer (any JSON-serializable value).
+    pub fn send(self, value: &impl Serialize) -> Result<(), Error> {
+        let text = serde_json::to_string(value).map_err(|e| Error::Encode(e.to_string()))?;
+        let Some(space) = self.space.upgrade() else {
+            return Err(Error::Closed);
+        };
+        space.reply(self.query, EncodedPacket::text(text).to_bytes())
+    }
+}
+
+/// The error of a server-side emit with replies: the upstream message
+/// (`timeout reached: missing N responses`) and the replies that came.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ServerEmitError {
+    /// Upstream error text.
+    pub message: String,
+    /// Replies received before the error.
+    pub responses: Vec<serde_json::Value>,
+}
+
+type Handler = Arc<dyn Fn(ServerEvent) + Send + Sync>;
+
+/// One namespace's adapter, as the process-wide parts see it.
+pub(crate) trait Space: Send + Sync {
+    /// A message from the hub for this namespace.
+    fn incoming(&self, msg: Incoming);
+    /// Starts a server-side emit.
+    fn server_side_emit(
+        &self,
+        packet: Vec<u8>,
+        want_replies: bool,
+    ) -> Result<Option<oneshot::Receiver<Completion>>, Error>;
+    /// Answers a server-side event.
+    fn reply(&self, query: u64, payload: Vec<u8>) -> Result<(), Error>;
+    /// Live nodes of the namespace, this one included.
+    fn server_count(&self) -> Result<u32, Error>;
+}
+
+pub(crate) struct Inner {
+    pub engine: AdapterEngine,
+    pub link: LinkSender,
+    pub settings: ClusterSettings,
+    pub start: Instant,
+    pub counters: Counters,
+    spaces: Mutex<HashMap<String, Weak<dyn Space>>>,
+    handlers: Mutex<HashMap<String, Handler>>,
+}
+
+/// What the namespaces of one worker process share: pass it to
+/// `SocketIo::builder().with_adapter::<WasmClusterAdapter<_>>(cluster)`, and
+/// keep a clone for server-side emit and the server count.
+#[derive(Clone)]
+pub struct WasmCluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl WasmCluster {
+    /// Attaches to the hub described by the environment the primary set
+    /// (`sio-cluster-host run`) and loads the embedded component. The process
+    /// exits with code 75 when the hub link closes (no orphan workers).
+    pub async fn from_env(env: &WorkerEnv) -> Result<Self, Error> {
+        let settings = ClusterSettings::from_env(env);
+        Self::connect(env, LinkOptions::default(), AdapterEngine::new, settings).await
+    }
+
+    /// Attaches with explicit link options, engine and settings.
+    pub async fn connect(
+        env: &WorkerEnv,
+        options: LinkOptions,
+        engine: impl FnOnce() -> anyhow::Result<AdapterEngine>,
+        settings: ClusterSettings,
+    ) -> Result<Self, Error> {
+        let engine = engine().map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let (link, rx) = WorkerLink::connect(env, options).await?;
+        Ok(Self::with_link(engine, link, rx, settings))
+    }
+
+    /// Runs over an open link (e.g. [`WorkerLink::connect_stream`] in tests).
+    pub fn with_link(
+        engine: AdapterEngine,
+        link: LinkSender,
+        rx: LinkReceiver,
+        settings: ClusterSettings,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            engine,
+            link,
+            settings,
+            start: Instant::now(),
+            counters: Counters::default(),
+            spaces: Mutex::new(HashMap::new()),
+            handlers: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&inner), rx));
+        WasmCluster { inner }
+    }
+
+    /// This worker's index (0-based), as the hub confirmed it.
+    pub fn worker_index(&self) -> u32 {
+        self.inner.link.worker_index()
+    }
+
+    /// The hub link (e.g. to report Engine.IO sessions for least-connection).
+    pub fn link(&self) -> &LinkSender {
+        &self.inner.link
+    }
+
+    /// Counters of this process's adapters.
+    pub fn stats(&self) -> ClusterStats {
+        let c = &self.inner.counters;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClusterStats {
+            frames_refused: r(&c.frames_refused),
+            frames_unrouted: r(&c.frames_unrouted),
+            link_errors: r(&c.link_errors),
+            traps: r(&c.traps),
+            bad_remote_data: r(&c.bad_remote_data),
+        }
+    }
+
+    /// Calls `handler` for every server-side event other workers emit on
+    /// namespace `nsp`. It runs on the dispatcher: spawn for long work.
+    pub fn on_server_event(
+        &self,
+        nsp: &str,
+        handler: impl Fn(ServerEvent) + Send + Sync + 'static,
+    ) {
+        lock(&self.inner.handlers).insert(nsp.to_string(), Arc::new(handler));
+    }
+
+    fn space(&self, nsp: &str) -> Result<Arc<dyn Space>, Error> {
+        lock(&self.inner.spaces)
+            .get(nsp)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| Error::NoNamespace(nsp.to_string()))
+    }
+
+    /// `io.serverSideEmit(event, data)` on namespace `nsp`: every other
+    /// worker's handler gets it; nothing comes back.
+    pub fn server_side_emit(
+        &self,
+        nsp: &str,
+        event: &str,
+        data: &impl Serialize,
+    ) -> Result<(), Error> {
+        let packet = event_packet(event, data)?;
+        self.space(nsp)?.server_side_emit(packet, false).map(|_| ())
+    }
+
+    /// `io.serverSideEmit(event, data, cb)`: one reply from every other
+    /// worker, or [`ServerEmitError`] with the upstream text
+    /// (`timeout reached: missing N responses`) after the request timeout.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        nsp: &str,
+        event: &str,
+        data: &impl Serialize,
+    ) -> Result<Vec<serde_json::Value>, ServerEmitError> {
+        let fail = |message: String| ServerEmitError {
+            message,
+            responses: Vec::new(),
+        };
+        let packet = event_packet(event, data).map_err(|e| fail(e.to_string()))?;
+        let space = self.space(nsp).map_err(|e| fail(e.to_string()))?;
+        let rx = space
+            .server_side_emit(packet, true)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail("no request started".into()))?;
+        drop(space);
+        let done = rx.await.map_err(|_| fail(Error::Closed.to_string()))?;
+        let replies = match done.value {
+            RequestValue::Replies(r) => r,
+            _ => Vec::new(),
+        };
+        let mut responses = Vec::with_capacity(replies.len());
+        for r in replies {
+            match reply_value(&r) {
+                Some(v) => responses.push(v),
+                None => {
+                    self.inner
+                        .counters
+                        .bad_remote_data
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!("unreadable server-side emit reply dropped");
+                }
+            }
+        }
+        match done.error {
+            Some(message) => Err(ServerEmitError { message, responses }),
+            None => Ok(responses),
+        }
+    }
+
+    /// Live workers serving `nsp`, this one included (upstream `serverCount`).
+    pub fn server_count(&self, nsp: &str) -> Result<u32, Error> {
+        self.space(nsp)?.server_count()
+    }
+
+    pub(crate) fn register(&self, nsp: &str, space: Weak<dyn Space>) {
+        lock(&self.inner.spaces).insert(nsp.to_string(), space);
+    }
+
+    pub(crate) fn unregister(&self, nsp: &str) {
+        lock(&self.inner.spaces).remove(nsp);
+    }
+
+    /// Milliseconds since this process's cluster started (the adapter's clock).
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Hands a server-side event to the namespace's handler.
+    pub(crate) fn server_event(&self, nsp: &str, packet: &[u8], reply: Option<ServerReply>) {
+        let Some((event, args)) = parse_event(packet) else {
+            self.inner
+                .counters
+                .bad_remote_data
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(nsp, "unreadable server-side event dropped");
+            return;
+        };
+        let handler = lock(&self.inner.handlers).get(nsp).cloned();
+        match handler {
+            Some(h) => h(ServerEvent { event, args, reply }),
+            None => debug!(nsp, event, "server-side event without a handler"),
+        }
+    }
+}
+
+/// `["event", data]` as packet bytes.
+fn event_packet(event: &str, data: &impl Serialize) -> Result<Vec<u8>, Error> {
+    let text = serde_json::to_string(&(event, data)).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(EncodedPacket::text(text).to_bytes())
+}
+
+fn parse_event(packet: &[u8]) -> Option<(String, Vec<serde_json::Value>)> {
+    let p = EncodedPacket::from_bytes(packet).ok()?;
+    let mut items: Vec<serde_json::Value> = serde_json::from_str(&p.text).ok()?;
+    if items.is_empty() {
+        return None;
+    }
+    let event = match items.remove(0) {
+        serde_json::Value::String(s) => s,
+        _ => return None,
+    };
+    Some((event, items))
+}
+
+fn reply_value(bytes: &[u8]) -> Option<serde_json::Value> {
+    let p = EncodedPacket::from_bytes(bytes).ok()?;
+    serde_json::from_str(&p.text).ok()
+}
+
+/// Routes every message from the hub to its namespace's adapter.
+async fn dispatch(inner: Weak<Inner>, mut rx: LinkReceiver) {
+    while let Some(msg) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let nsp = match &msg {
+            Incoming::Frame { nsp, .. } | Incoming::NodeDown { nsp, .. } => nsp,
+        };
+        let space = lock(&inner.spaces)
+            .get(nsp.as_str())
+            .and_then(Weak::upgrade);
+        match space {
+            Some(s) => s.incoming(msg),
+            None => {
+                inner
+                    .counters
+                    .frames_unrouted
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    nsp = nsp.as_str(),
+                    "message for a namespace not served here"
+                );
+            }
+        }
+    }
+    debug!("hub link closed, dispatcher stopped");
+}
