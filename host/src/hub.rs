@@ -57,6 +57,9 @@ pub type ConnId = u64;
 /// Largest number of node uids one worker may announce.
 pub const MAX_UIDS_PER_WORKER: usize = 4096;
 
+/// Default of [`HubConfig::max_queued_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_QUEUED: usize = 512 * 1024 * 1024;
+
 /// Hub settings.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -77,7 +80,7 @@ impl Default for HubConfig {
             max_frame: ipc::DEFAULT_MAX_FRAME,
             hello_timeout: Duration::from_secs(5),
             trusted_hello_timeout: Duration::from_secs(120),
-            max_queued_bytes: 512 * 1024 * 1024,
+            max_queued_bytes: DEFAULT_MAX_QUEUED,
         }
     }
 }
