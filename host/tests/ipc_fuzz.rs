@@ -12,7 +12,7 @@
 //! The long run (documented in RELIABILITY.md):
 //!
 //! ```sh
-//! SIO_FUZZ_FRAMES=1000000 SIO_FUZZ_LINKS=20000 cargo test --release -p sio-cluster-host --test ipc_fuzz -- --nocapture
+//! SIO_FUZZ_FRAMES=10000000 SIO_FUZZ_LINKS=20000 cargo test -p sio-cluster-host --test ipc_fuzz -- --nocapture
 //! ```
 
 use std::time::Duration;
