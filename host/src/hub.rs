@@ -13,8 +13,29 @@
 //!
 //! A peer that sends an oversize or malformed frame, a wrong token or no Hello in
 //! time is disconnected, logged and counted in [`HubStats`]; other links are not
-//! affected. A worker whose outgoing queue grows past
-//! [`HubConfig::max_queued_bytes`] (it stopped reading) is disconnected too.
+//! affected.
+//!
+//! **Backpressure policy.** Each link has one outgoing queue, bounded by
+//! [`HubConfig::max_queued_bytes`] (`--max-queued-bytes`, default 512 MiB)
+//! counted in encoded bytes. The hub never drops a single frame: it does not
+//! decode adapter frames, so it cannot tell a volatile packet from a request,
+//! a response or an ack, whose silent loss would leave a caller waiting for
+//! its timeout. Instead, a frame that would take a worker's queue past the
+//! limit (the worker stopped reading its link) disconnects that worker:
+//! * its queue and the frames in the writer are freed at once (the writer is
+//!   cancelled even while blocked on a full socket), so the hub's memory for
+//!   a stuck worker is bounded by the limit plus one frame being read;
+//! * every other worker gets `NodeDown` for its nodes, as with a crash
+//!   (fast leave): pending requests stop waiting for it;
+//! * the drop is logged (`outgoing queue overflow`), counted
+//!   ([`HubStats::queue_overflows`]) and reported by [`Hub::dropped`]; under
+//!   `sio-cluster-host run` the supervisor then kills the worker process and
+//!   starts a new one, which attaches and is counted again.
+//!
+//! Frames towards the other workers are not affected. A worker that reads
+//! slower than the cluster publishes is treated the same way once its backlog
+//! reaches the limit. Size the limit above the largest burst a healthy worker
+//! may fall behind by.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,7 +46,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::ipc::{self, FromHub, ReadError, ToHub};
@@ -35,6 +56,9 @@ pub type ConnId = u64;
 
 /// Largest number of node uids one worker may announce.
 pub const MAX_UIDS_PER_WORKER: usize = 4096;
+
+/// Default of [`HubConfig::max_queued_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_QUEUED: usize = 512 * 1024 * 1024;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -56,7 +80,7 @@ impl Default for HubConfig {
             max_frame: ipc::DEFAULT_MAX_FRAME,
             hello_timeout: Duration::from_secs(5),
             trusted_hello_timeout: Duration::from_secs(120),
-            max_queued_bytes: 512 * 1024 * 1024,
+            max_queued_bytes: DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -197,16 +221,81 @@ pub trait HubObserver: Send + Sync + 'static {
     fn on_event(&self, event: HubEvent);
 }
 
+/// Why the hub dropped a link on its own (see [`Hub::dropped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The worker sent an oversize or malformed frame, a second Hello, or
+    /// announced more than [`MAX_UIDS_PER_WORKER`] node uids.
+    Protocol,
+    /// The worker's outgoing queue passed [`HubConfig::max_queued_bytes`].
+    QueueOverflow,
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DropReason::Protocol => "protocol error",
+            DropReason::QueueOverflow => "outgoing queue overflow",
+        })
+    }
+}
+
+/// Close signals of one link, shared by its reader, its writer and the hub.
+struct LinkCtl {
+    /// Set once to close the link (reader and writer stop).
+    close: watch::Sender<bool>,
+    /// Set once when the hub drops the link for misbehaviour.
+    dropped: watch::Sender<Option<DropReason>>,
+}
+
+impl LinkCtl {
+    fn new() -> LinkCtl {
+        LinkCtl {
+            close: watch::Sender::new(false),
+            dropped: watch::Sender::new(None),
+        }
+    }
+
+    fn close(&self) {
+        self.close.send_replace(true);
+    }
+
+    /// Records why the hub drops this link (first reason wins), then closes it.
+    fn drop_for(&self, reason: DropReason) {
+        self.dropped.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+        self.close();
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.close.borrow()
+    }
+}
+
+/// Waits until `rx` reads true (or its sender is gone).
+async fn closed(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await;
+}
+
 struct Conn {
     index: u32,
     tx: mpsc::UnboundedSender<Bytes>,
     queued: Arc<AtomicUsize>,
-    close: Arc<Notify>,
+    ctl: Arc<LinkCtl>,
     uids: HashMap<u64, String>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Every link being served, from `attach` on (Hello or not).
+    links: HashMap<ConnId, Arc<LinkCtl>>,
+    /// Links that completed their Hello.
     conns: HashMap<ConnId, Conn>,
     uid_owner: HashMap<u64, ConnId>,
 }
@@ -273,22 +362,47 @@ impl Hub {
     /// Returns the link id, usable with [`Hub::detach`].
     pub fn attach(&self, stream: UnixStream, auth: Attach) -> ConnId {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let ctl = Arc::new(LinkCtl::new());
+        self.lock().links.insert(id, ctl.clone());
         let hub = self.clone();
-        tokio::spawn(async move { hub.serve_link(id, stream, auth).await });
+        tokio::spawn(async move {
+            hub.serve_link(id, stream, auth, ctl).await;
+            hub.lock().links.remove(&id);
+        });
         id
     }
 
     /// Closes a link (if still open); its nodes leave as with any close.
     pub fn detach(&self, conn: ConnId) {
-        if let Some(c) = self.lock().conns.get(&conn) {
-            c.close.notify_one();
+        if let Some(c) = self.lock().links.get(&conn) {
+            c.close();
         }
     }
 
     /// Closes every link.
     pub fn detach_all(&self) {
-        for c in self.lock().conns.values() {
-            c.close.notify_one();
+        for c in self.lock().links.values() {
+            c.close();
+        }
+    }
+
+    /// Resolves when the hub drops link `conn` for misbehaviour (a protocol
+    /// error or a queue overflow, see the module docs), with the reason.
+    /// Never resolves for a link that closes otherwise (the worker exited,
+    /// [`Hub::detach`]) or that is already gone; use it in a `select!`.
+    pub fn dropped(
+        &self,
+        conn: ConnId,
+    ) -> impl std::future::Future<Output = DropReason> + Send + 'static {
+        let rx = self.lock().links.get(&conn).map(|c| c.dropped.subscribe());
+        async move {
+            if let Some(mut rx) = rx {
+                let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+                if let Some(reason) = reason {
+                    return reason;
+                }
+            }
+            std::future::pending().await
         }
     }
 
@@ -320,7 +434,7 @@ impl Hub {
         .await;
     }
 
-    async fn serve_link(&self, id: ConnId, stream: UnixStream, auth: Attach) {
+    async fn serve_link(&self, id: ConnId, stream: UnixStream, auth: Attach, ctl: Arc<LinkCtl>) {
         let (rd, wr) = stream.into_split();
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let max = self.inner.config.max_frame;
@@ -329,7 +443,14 @@ impl Hub {
             Attach::Trusted { .. } => self.inner.config.trusted_hello_timeout,
             Attach::Token(_) => self.inner.config.hello_timeout,
         };
-        let hello = tokio::time::timeout(hello_timeout, ipc::read_frame(&mut rd, max)).await;
+        let mut close_rx = ctl.close.subscribe();
+        let hello = tokio::select! {
+            h = tokio::time::timeout(hello_timeout, ipc::read_frame(&mut rd, max)) => h,
+            _ = closed(&mut close_rx) => {
+                debug!(conn = id, "link closed by the hub before Hello");
+                return;
+            }
+        };
         let (version, worker, pid, token) = match hello {
             Err(_) => {
                 warn!(conn = id, "link refused: no Hello in time");
@@ -376,7 +497,6 @@ impl Hub {
         };
 
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        let close = Arc::new(Notify::new());
         let welcome = FromHub::Welcome {
             version: ipc::PROTOCOL_VERSION,
             worker: index,
@@ -385,14 +505,14 @@ impl Hub {
         // Every byte queued is counted once here and released once by the writer.
         let queued = Arc::new(AtomicUsize::new(welcome.len()));
         let _ = tx.send(welcome);
-        tokio::spawn(write_loop(wr, rx, queued.clone(), close.clone()));
+        tokio::spawn(write_loop(wr, rx, queued.clone(), ctl.clone()));
         self.lock().conns.insert(
             id,
             Conn {
                 index,
                 tx,
                 queued,
-                close: close.clone(),
+                ctl: ctl.clone(),
                 uids: HashMap::new(),
             },
         );
@@ -407,7 +527,7 @@ impl Hub {
         loop {
             let frame = tokio::select! {
                 r = ipc::read_frame(&mut rd, max) => r,
-                _ = close.notified() => {
+                _ = closed(&mut close_rx) => {
                     debug!(conn = id, "link closed by the hub");
                     break;
                 }
@@ -424,6 +544,7 @@ impl Hub {
                 Err(ReadError::Codec(e)) => {
                     bump(&self.inner.stats.protocol_errors);
                     warn!(conn = id, worker = index, error = %e, "protocol error, dropping worker link");
+                    ctl.drop_for(DropReason::Protocol);
                     break;
                 }
                 Ok(Some(payload)) => {
@@ -431,12 +552,14 @@ impl Hub {
                     match ToHub::decode(payload) {
                         Ok(msg) => {
                             if let Outcome::Disconnect = self.handle(id, index, msg) {
+                                ctl.drop_for(DropReason::Protocol);
                                 break;
                             }
                         }
                         Err(e) => {
                             bump(&self.inner.stats.protocol_errors);
                             warn!(conn = id, worker = index, error = %e, "malformed frame, dropping worker link");
+                            ctl.drop_for(DropReason::Protocol);
                             break;
                         }
                     }
@@ -455,7 +578,7 @@ impl Hub {
                 return;
             };
             index = conn.index;
-            conn.close.notify_one();
+            conn.ctl.close();
             let mut downs = Vec::new();
             for (uid, nsp) in conn.uids {
                 if st.uid_owner.get(&uid) == Some(&id) {
@@ -463,29 +586,27 @@ impl Hub {
                     downs.push(FromHub::NodeDown { uid, nsp }.encode());
                 }
             }
-            let mut overflowed = Vec::new();
             for frame in downs {
-                for (other_id, other) in st.conns.iter() {
+                for other in st.conns.values() {
                     bump(&self.inner.stats.node_down);
-                    if !self.push(other, frame.clone()) {
-                        overflowed.push(*other_id);
-                    }
+                    // An overflow drops `other` (closed by `push`); it leaves
+                    // in its own task.
+                    self.push(other, frame.clone());
                 }
             }
             drop(conn.tx);
-            for o in overflowed {
-                if let Some(c) = st.conns.get(&o) {
-                    c.close.notify_one();
-                }
-            }
         }
         bump(&self.inner.stats.detached);
         info!(conn = id, worker = index, "worker detached");
         self.notify(HubEvent::WorkerDown { conn: id, index });
     }
 
-    /// Queues a frame towards `conn`; false when its queue overflowed.
+    /// Queues a frame towards `conn`; false when it was not queued (the
+    /// link is closing, or this frame overflowed its queue and dropped it).
     fn push(&self, conn: &Conn, frame: Bytes) -> bool {
+        if conn.ctl.is_closed() {
+            return false;
+        }
         let len = frame.len();
         let before = conn.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.inner.config.max_queued_bytes {
@@ -494,9 +615,10 @@ impl Hub {
             warn!(
                 worker = conn.index,
                 queued = before,
+                limit = self.inner.config.max_queued_bytes,
                 "outgoing queue overflow, dropping worker link"
             );
-            conn.close.notify_one();
+            conn.ctl.drop_for(DropReason::QueueOverflow);
             return false;
         }
         bump(&self.inner.stats.frames_out);
@@ -622,36 +744,49 @@ impl Hub {
     }
 }
 
+/// Writes a link's queue to its socket until the queue ends or the link is
+/// closed; on close, whatever is still queued or half written is dropped at
+/// once (even while blocked on a full socket), which frees it.
 async fn write_loop(
     wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
-    close: Arc<Notify>,
+    ctl: Arc<LinkCtl>,
 ) {
+    let mut close_rx = ctl.close.subscribe();
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
+    let work = async {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(b) => batch.push(b),
+                    Err(_) => break,
+                }
+            }
+            for b in batch {
+                let len = b.len();
+                let r = wr.write_all(&b).await;
+                queued.fetch_sub(len, Ordering::AcqRel);
+                if r.is_err() {
+                    return false;
+                }
+            }
+            if wr.flush().await.is_err() {
+                return false;
             }
         }
-        for b in batch {
-            let len = b.len();
-            let r = wr.write_all(&b).await;
-            queued.fetch_sub(len, Ordering::AcqRel);
-            if r.is_err() {
-                close.notify_one();
-                return;
-            }
-        }
-        if wr.flush().await.is_err() {
-            close.notify_one();
-            return;
-        }
+        true
+    };
+    let finished = tokio::select! {
+        ok = work => ok,
+        _ = closed(&mut close_rx) => false,
+    };
+    if finished {
+        let _ = wr.shutdown().await;
+    } else {
+        ctl.close();
     }
-    let _ = wr.shutdown().await;
 }
 
 /// Compares two byte strings in time independent of where they differ.
@@ -803,6 +938,148 @@ mod tests {
             s1.publish(7, "/", vec![0u8; 2 << 20]),
             Err(crate::worker::LinkError::TooLarge { .. })
         ));
+    }
+
+    /// A raw link that said Hello and got its Welcome; the caller decides
+    /// what to write and whether to ever read again.
+    async fn raw_link(hub: &Hub, index: u32) -> (ConnId, UnixStream) {
+        use tokio::io::AsyncReadExt;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let conn = hub.attach(a, Attach::Trusted { index });
+        let hello = ToHub::Hello {
+            version: ipc::PROTOCOL_VERSION,
+            worker: index,
+            pid: 1,
+            token: String::new(),
+        };
+        b.write_all(&hello.encode()).await.unwrap();
+        let mut welcome = [0u8; 4 + 7];
+        b.read_exact(&mut welcome).await.unwrap();
+        assert_eq!(welcome[4], 0x81, "welcome");
+        (conn, b)
+    }
+
+    #[tokio::test]
+    async fn garbage_frame_drops_only_the_sender_and_is_reported() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (_s1, mut r1) = link(&hub, 1).await;
+        let (conn, mut bad) = raw_link(&hub, 2).await;
+        let dropped = hub.dropped(conn);
+        let publish = ToHub::Publish {
+            sender: 0xbad,
+            nsp: "/".into(),
+            frame: Bytes::from_static(b"hi"),
+        };
+        bad.write_all(&publish.encode()).await.unwrap();
+        next(&mut r0).await;
+        next(&mut r1).await;
+        // A well-framed payload of an unknown kind.
+        bad.write_all(&[3, 0, 0, 0, 0x7e, 1, 2]).await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(5), dropped)
+            .await
+            .expect("dropped in time");
+        assert_eq!(reason, DropReason::Protocol);
+        for rx in [&mut r0, &mut r1] {
+            assert_eq!(
+                next(rx).await,
+                Incoming::NodeDown {
+                    uid: 0xbad,
+                    nsp: "/".into()
+                }
+            );
+        }
+        let st = hub.stats();
+        assert_eq!(st.protocol_errors, 1);
+        assert_eq!(hub.attached_count(), 2);
+        // The others still talk.
+        s0.publish(10, "/", b"after").unwrap();
+        assert!(matches!(
+            next(&mut r1).await,
+            Incoming::Frame { from: 10, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_stops_reading_is_dropped_at_the_queue_limit() {
+        let limit = 256 * 1024;
+        let hub = Hub::new(
+            HubConfig {
+                max_queued_bytes: limit,
+                ..HubConfig::default()
+            },
+            None,
+        );
+        let (s0, _r0) = link(&hub, 0).await;
+        let (_s1, mut r1) = link(&hub, 1).await;
+        let (conn, mut stalled) = raw_link(&hub, 2).await;
+        let dropped = hub.dropped(conn);
+        let announce = ToHub::Publish {
+            sender: 0x57a11,
+            nsp: "/".into(),
+            frame: Bytes::from_static(b"hb"),
+        };
+        stalled.write_all(&announce.encode()).await.unwrap();
+        next(&mut r1).await;
+        // From here on `stalled` is never read. Publish 4 MiB, 16x the limit.
+        let frames = 256;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            while got < frames {
+                match next(&mut r1).await {
+                    Incoming::Frame { from: 10, .. } => got += 1,
+                    Incoming::NodeDown { uid: 0x57a11, .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            got
+        });
+        for i in 0..frames {
+            s0.publish(10, "/", vec![i as u8; 16 * 1024]).unwrap();
+            tokio::task::yield_now().await;
+        }
+        let reason = tokio::time::timeout(Duration::from_secs(5), dropped)
+            .await
+            .expect("dropped in time");
+        assert_eq!(reason, DropReason::QueueOverflow);
+        // Every frame reached the worker that kept reading.
+        let got = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("reader done")
+            .unwrap();
+        assert_eq!(got, frames);
+        let st = hub.stats();
+        assert_eq!(st.queue_overflows, 1, "{st:?}");
+        assert_eq!(st.protocol_errors, 0);
+        assert_eq!(hub.attached_count(), 2);
+        drop(stalled);
+    }
+
+    #[tokio::test]
+    async fn dropped_never_resolves_for_a_normal_close_or_detach() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (conn, link) = raw_link(&hub, 0).await;
+        let dropped = hub.dropped(conn);
+        drop(link);
+        let r = tokio::time::timeout(Duration::from_millis(100), dropped).await;
+        assert!(r.is_err(), "a worker closing its link is not a drop");
+        let (conn, _link) = raw_link(&hub, 1).await;
+        let dropped = hub.dropped(conn);
+        hub.detach(conn);
+        let r = tokio::time::timeout(Duration::from_millis(100), dropped).await;
+        assert!(r.is_err(), "detach is not a drop");
+        // Detach works before the Hello too.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let conn = hub.attach(a, Attach::Trusted { index: 2 });
+        tokio::task::yield_now().await;
+        hub.detach(conn);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while hub.lock().links.contains_key(&conn) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the link task ends");
     }
 
     #[tokio::test]

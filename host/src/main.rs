@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sio_cluster_host::hub::HubConfig;
+use sio_cluster_host::hub::{DEFAULT_MAX_QUEUED, HubConfig};
 use sio_cluster_host::ipc::DEFAULT_MAX_FRAME;
 use sio_cluster_host::standalone::{StandaloneConfig, StandaloneError, run_hub};
 use sio_cluster_host::sticky::{Balance, StickyConfig};
@@ -122,6 +122,10 @@ struct ClusterArgs {
     /// Largest IPC frame in bytes; a worker sending more is disconnected.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
+    /// Bytes the hub may queue towards one worker; a worker that stops
+    /// reading its link is disconnected at this limit (and restarted by `run`).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_queued_bytes: usize,
     /// Forget a session learnt from a handshake response after this many
     /// seconds without a request (sessions reported by the worker are kept
     /// until it reports them closed).
@@ -154,14 +158,19 @@ struct HubArgs {
     /// Largest IPC frame in bytes; a worker sending more is disconnected.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
+    /// Bytes the hub may queue towards one worker; a worker that stops
+    /// reading its link is disconnected at this limit (and restarted by `run`).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_queued_bytes: usize,
     /// Threads of the hub's async runtime.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
 }
 
-fn hub_config(max_frame: usize) -> HubConfig {
+fn hub_config(max_frame: usize, max_queued_bytes: usize) -> HubConfig {
     HubConfig {
         max_frame,
+        max_queued_bytes,
         ..HubConfig::default()
     }
 }
@@ -226,7 +235,7 @@ fn main() -> ExitCode {
                 socket: args.socket,
                 token_file: args.token_file,
                 print_token: args.print_token,
-                hub: hub_config(args.max_frame),
+                hub: hub_config(args.max_frame, args.max_queued_bytes),
             };
             match runtime.block_on(run_hub(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -260,7 +269,7 @@ fn run_cluster(
         heartbeat_interval_ms: args.heartbeat_interval,
         heartbeat_timeout_ms: args.heartbeat_timeout,
         grace: Duration::from_millis(args.grace_period),
-        hub: hub_config(args.max_frame),
+        hub: hub_config(args.max_frame, args.max_queued_bytes),
         sticky: StickyConfig {
             balance: args.balance,
             session_idle_timeout: Duration::from_secs(args.session_idle_timeout),

@@ -10,7 +10,9 @@
 //!   `101`, bytes are spliced both ways until either side closes.
 //! * No live worker: `503 Service Unavailable` (with `Content-Length` and
 //!   `Connection: close`); worker unreachable: `502 Bad Gateway`; malformed
-//!   HTTP: hyper answers `400` and closes that connection.
+//!   HTTP: hyper answers `400` and closes that connection; a malformed request
+//!   body (bad chunked encoding, body cut short) found while forwarding it:
+//!   `400` with `Connection: close`.
 //!
 //! How the primary learns sid -> worker, both ways (either suffices):
 //! 1. it reads the body of the polling handshake response (`0{"sid":"..."`)
@@ -111,6 +113,9 @@ pub struct StickyStats {
     pub no_worker: AtomicU64,
     /// Requests answered 502 (worker unreachable or reset).
     pub upstream_errors: AtomicU64,
+    /// Requests answered 400 because their body was malformed (found while
+    /// forwarding it).
+    pub bad_requests: AtomicU64,
     /// WebSocket (or other) upgrades spliced.
     pub upgrades: AtomicU64,
     /// Connections handed to a worker with SCM_RIGHTS.
@@ -623,6 +628,16 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => {
             bump(&router.stats.upstream_errors);
+            if client_side_error(&e) {
+                // The client's own request failed (a malformed chunked body,
+                // a body cut short): its fault, not the worker's.
+                bump(&router.stats.bad_requests);
+                debug!(worker = route.index, error = ?e, "malformed request body, answering 400");
+                let mut r = error_response(StatusCode::BAD_REQUEST, "Bad Request\n");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Ok(r);
+            }
             warn!(worker = route.index, error = %e, "worker request failed, answering 502");
             return Ok(error_response(StatusCode::BAD_GATEWAY, "Bad Gateway\n"));
         }
@@ -679,6 +694,22 @@ pub async fn handle(
         return Ok(Response::from_parts(parts, full(collected)));
     }
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// True when a proxied request failed because of the client's side (hyper
+/// reports a failed request body as a user error).
+fn client_side_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Serves HTTP/1.1 on one client connection, proxying each request.

@@ -21,7 +21,12 @@
 //!   second guard against orphans besides the closed link.
 //!
 //! A worker that exits is restarted after a backoff (100 ms doubling up to 10 s,
-//! reset once a worker ran for 10 s), with a log line. On shutdown every
+//! reset once a worker ran for 10 s), with a log line. A worker the hub drops
+//! for misbehaviour (a protocol error, or its outgoing queue passed
+//! `--max-queued-bytes` because it stopped reading, see [`crate::hub`]) is
+//! cut off from the cluster already (its nodes were announced down), so the
+//! primary kills its process group with SIGKILL at once and restarts it like
+//! any exited worker. On shutdown every
 //! worker's process group gets SIGTERM, then SIGKILL after the grace period; a
 //! second signal kills at once. The primary must be spawned from a thread that
 //! outlives the workers (PR_SET_PDEATHSIG fires when the forking *thread*
@@ -38,7 +43,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::handoff::{HandoffSender, handoff_pair};
-use crate::hub::{Attach, Hub, HubConfig, HubObserver};
+use crate::hub::{Attach, DropReason, Hub, HubConfig, HubObserver};
 use crate::sticky::{self, Router, StickyConfig};
 
 /// Fd number of the hub link in a worker.
@@ -237,13 +242,33 @@ impl WorkerCtx {
             };
             let started = Instant::now();
             info!(worker = self.index, pid = sp.pid, "worker started");
-            let status = tokio::select! {
-                s = sp.child.wait() => Some(s),
-                _ = wait_stop(&mut stop, Stop::Graceful) => None,
+            enum Ended {
+                Exited(std::io::Result<std::process::ExitStatus>),
+                Dropped(DropReason),
+                Stop,
+            }
+            let ended = tokio::select! {
+                s = sp.child.wait() => Ended::Exited(s),
+                r = self.hub.dropped(sp.conn) => Ended::Dropped(r),
+                _ = wait_stop(&mut stop, Stop::Graceful) => Ended::Stop,
             };
-            let Some(status) = status else {
-                self.stop_child(&mut sp, &mut stop).await;
-                break;
+            let status = match ended {
+                Ended::Exited(s) => s,
+                Ended::Dropped(reason) => {
+                    warn!(
+                        worker = self.index,
+                        pid = sp.pid,
+                        %reason,
+                        "hub dropped the worker's link, killing the worker"
+                    );
+                    Self::signal_group(&sp, libc::SIGKILL);
+                    let _ = sp.child.start_kill();
+                    sp.child.wait().await
+                }
+                Ended::Stop => {
+                    self.stop_child(&mut sp, &mut stop).await;
+                    break;
+                }
             };
             self.hub.detach(sp.conn);
             let status = match status {

@@ -17,6 +17,7 @@
 //! | `SIO_CLUSTER_HEARTBEAT_INTERVAL` | adapter heartbeat interval in ms (default 5000) |
 //! | `SIO_CLUSTER_HEARTBEAT_TIMEOUT` | adapter heartbeat timeout in ms (default 10000) |
 //! | `SIO_CLUSTER_MAX_FRAME` | largest frame payload in bytes (default 64 MiB) |
+//! | `SIO_CLUSTER_MAX_QUEUED` | bytes each direction of the link may queue in this process (default 64 MiB), see below |
 //!
 //! **Link-close policy:** when the link to the hub closes (the primary exited or
 //! was killed, or the hub dropped this worker for a protocol error), the worker
@@ -24,7 +25,23 @@
 //! [`LinkOptions`]), so killing the primary never leaves orphans; the primary
 //! restarts workers it still supervises. There is no reconnection. With
 //! `exit_on_close: false`, [`LinkReceiver::recv`] returns `None` instead and
-//! the application decides.
+//! the application decides. A failed write to the hub closes the link the
+//! same way (even while the application is not reading).
+//!
+//! **Backpressure.** Both directions are bounded by
+//! [`LinkOptions::max_queued_bytes`] (`SIO_CLUSTER_MAX_QUEUED`):
+//! * *outgoing*: [`LinkSender`] never blocks; a frame that would take the
+//!   bytes not yet written to the hub past the limit is refused with
+//!   [`LinkError::QueueFull`] and counted ([`LinkSender::refused_full`]), the
+//!   link stays up. The hub reads every link continuously, so this only
+//!   happens when the primary is stuck; a frame alone larger than the limit
+//!   is accepted when nothing else is queued;
+//! * *incoming*: messages wait in memory until [`LinkReceiver::recv`] takes
+//!   them, up to the limit (a message counts its frame length plus 64 bytes).
+//!   At the limit the link stops reading its socket, so the hub's queue for
+//!   this worker grows instead, and the hub drops the worker at
+//!   `--max-queued-bytes` (see [`crate::hub`]): a worker that stops reading
+//!   uses at most this limit plus one frame, it never grows without bound.
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -32,9 +49,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, error};
 
 use crate::handoff::HandoffReceiver;
@@ -42,6 +62,13 @@ use crate::ipc::{self, FromHub, ReadError, ToHub};
 
 /// Exit code of a worker whose hub link closed (see the module docs).
 pub const LINK_CLOSED_EXIT_CODE: i32 = 75;
+
+/// Default of [`LinkOptions::max_queued_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
+
+/// Bytes an incoming message costs on top of its frame (bookkeeping), so
+/// that many empty messages are bounded too.
+const MESSAGE_OVERHEAD: usize = 64;
 
 /// Errors of the worker side.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +102,15 @@ pub enum LinkError {
         /// Encoded payload length.
         len: usize,
         /// Configured maximum.
+        max: usize,
+    },
+    /// The outgoing queue is full (the hub does not read); the frame was not
+    /// sent. See the module docs.
+    #[error("hub link queue full: {queued} bytes waiting, limit {max} bytes")]
+    QueueFull {
+        /// Bytes waiting to be written.
+        queued: usize,
+        /// [`LinkOptions::max_queued_bytes`].
         max: usize,
     },
     /// A string field is too long for the wire format.
@@ -117,6 +153,9 @@ pub struct WorkerEnv {
     pub heartbeat_timeout: Duration,
     /// `SIO_CLUSTER_MAX_FRAME`.
     pub max_frame: usize,
+    /// `SIO_CLUSTER_MAX_QUEUED`; overrides [`LinkOptions::max_queued_bytes`]
+    /// in [`WorkerLink::connect`] when set.
+    pub max_queued: Option<usize>,
 }
 
 fn var(name: &'static str) -> Result<Option<String>, LinkError> {
@@ -222,6 +261,18 @@ impl WorkerEnv {
                 Some(v) => parse("SIO_CLUSTER_MAX_FRAME", &v)?,
                 None => ipc::DEFAULT_MAX_FRAME,
             },
+            max_queued: match var("SIO_CLUSTER_MAX_QUEUED")? {
+                Some(v) => match parse::<usize>("SIO_CLUSTER_MAX_QUEUED", &v)? {
+                    0 => {
+                        return Err(LinkError::BadEnv {
+                            name: "SIO_CLUSTER_MAX_QUEUED",
+                            reason: "must be at least 1".into(),
+                        });
+                    }
+                    n => Some(n),
+                },
+                None => None,
+            },
         })
     }
 
@@ -288,7 +339,7 @@ fn check_socket(fd: RawFd, name: &'static str) -> Result<(), LinkError> {
     Ok(())
 }
 
-/// What to do when the link closes.
+/// What to do when the link closes, and how much it may queue.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkOptions {
     /// Exit the process when the link closes (default true).
@@ -297,6 +348,9 @@ pub struct LinkOptions {
     pub exit_code: i32,
     /// Time allowed for the hub's Welcome (default 10 s).
     pub welcome_timeout: Duration,
+    /// Bytes each direction may hold in this process (default
+    /// [`DEFAULT_MAX_QUEUED`]); see the module docs.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for LinkOptions {
@@ -305,6 +359,7 @@ impl Default for LinkOptions {
             exit_on_close: true,
             exit_code: LINK_CLOSED_EXIT_CODE,
             welcome_timeout: Duration::from_secs(10),
+            max_queued_bytes: DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -330,18 +385,23 @@ pub enum Incoming {
     },
 }
 
-/// Sending half of the link. Cheap to clone; methods never block.
+/// Sending half of the link. Cheap to clone; methods never block; the queue
+/// is bounded (see the module docs).
 #[derive(Clone, Debug)]
 pub struct LinkSender {
     tx: mpsc::UnboundedSender<Bytes>,
     index: u32,
     max_frame: usize,
+    max_queued: usize,
+    queued: Arc<AtomicUsize>,
+    refused_full: Arc<AtomicU64>,
 }
 
-/// Receiving half of the link.
+/// Receiving half of the link. Messages it holds count against
+/// [`LinkOptions::max_queued_bytes`] until [`LinkReceiver::recv`] takes them.
 #[derive(Debug)]
 pub struct LinkReceiver {
-    rx: mpsc::UnboundedReceiver<Incoming>,
+    rx: mpsc::UnboundedReceiver<(Incoming, OwnedSemaphorePermit)>,
     index: u32,
 }
 
@@ -374,6 +434,10 @@ impl WorkerLink {
         };
         let token = env.token.clone().unwrap_or_default();
         ipc::check_str(&token)?;
+        let mut options = options;
+        if let Some(m) = env.max_queued {
+            options.max_queued_bytes = m;
+        }
         Self::handshake(stream, env.index, token, env.max_frame, options).await
     }
 
@@ -429,41 +493,73 @@ impl WorkerLink {
             Err(e) => return Err(LinkError::Protocol(e.to_string())),
         };
 
+        let max_queued = options.max_queued_bytes.max(1);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-        let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<(Incoming, OwnedSemaphorePermit)>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let write_failed = Arc::new(Notify::new());
+        let writer_queued = queued.clone();
+        let writer_failed = write_failed.clone();
         tokio::spawn(async move {
             let mut wr = BufWriter::with_capacity(64 * 1024, wr);
             while let Some(first) = out_rx.recv().await {
-                let mut ok = wr.write_all(&first).await.is_ok();
-                while ok && let Ok(more) = out_rx.try_recv() {
-                    ok = wr.write_all(&more).await.is_ok();
+                let mut next = Some(first);
+                let mut ok = true;
+                while let Some(frame) = next.take() {
+                    ok = wr.write_all(&frame).await.is_ok();
+                    writer_queued.fetch_sub(frame.len(), Ordering::AcqRel);
+                    if !ok {
+                        break;
+                    }
+                    next = out_rx.try_recv().ok();
                 }
                 if !ok || wr.flush().await.is_err() {
                     debug!("hub link write failed");
+                    writer_failed.notify_one();
                     break;
                 }
             }
         });
+        // Permits are bytes; a message takes min(cost, limit) of them.
+        let budget = Arc::new(Semaphore::new(max_queued.min(Semaphore::MAX_PERMITS)));
+        let budget_max = max_queued
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         tokio::spawn(async move {
             let reason = loop {
-                match ipc::read_frame(&mut rd, max_frame).await {
+                let read = tokio::select! {
+                    r = ipc::read_frame(&mut rd, max_frame) => r,
+                    _ = write_failed.notified() => break "write to the hub failed".to_string(),
+                };
+                let msg = match read {
                     Ok(None) => break "closed by the hub".to_string(),
                     Err(e) => break e.to_string(),
                     Ok(Some(p)) => match FromHub::decode(p) {
-                        Ok(FromHub::Frame { from, nsp, frame }) => {
-                            let _ = in_tx.send(Incoming::Frame {
-                                nsp,
-                                from,
-                                frame: frame.to_vec(),
-                            });
-                        }
-                        Ok(FromHub::NodeDown { uid, nsp }) => {
-                            let _ = in_tx.send(Incoming::NodeDown { uid, nsp });
-                        }
+                        Ok(FromHub::Frame { from, nsp, frame }) => Incoming::Frame {
+                            nsp,
+                            from,
+                            frame: frame.to_vec(),
+                        },
+                        Ok(FromHub::NodeDown { uid, nsp }) => Incoming::NodeDown { uid, nsp },
                         Ok(other) => break format!("unexpected frame {other:?}"),
                         Err(e) => break e.to_string(),
                     },
-                }
+                };
+                let cost = match &msg {
+                    Incoming::Frame { frame, nsp, .. } => frame.len() + nsp.len(),
+                    Incoming::NodeDown { nsp, .. } => nsp.len(),
+                } + MESSAGE_OVERHEAD;
+                // u32: budget_max is at most u32::MAX.
+                let want = cost.min(budget_max) as u32;
+                let permit = tokio::select! {
+                    p = budget.clone().acquire_many_owned(want) => match p {
+                        Ok(p) => p,
+                        Err(_) => break "link budget closed".to_string(),
+                    },
+                    _ = write_failed.notified() => break "write to the hub failed".to_string(),
+                };
+                // A dropped receiver just discards messages (and their permits).
+                let _ = in_tx.send((msg, permit));
             };
             if options.exit_on_close {
                 error!(%reason, code = options.exit_code, "hub link lost, exiting");
@@ -476,6 +572,9 @@ impl WorkerLink {
                 tx: out_tx,
                 index,
                 max_frame,
+                max_queued,
+                queued,
+                refused_full: Arc::new(AtomicU64::new(0)),
             },
             LinkReceiver { rx: in_rx, index },
         ))
@@ -488,6 +587,16 @@ impl LinkSender {
         self.index
     }
 
+    /// Bytes queued towards the hub and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Frames refused with [`LinkError::QueueFull`] so far (all clones).
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full.load(Ordering::Relaxed)
+    }
+
     fn push(&self, msg: ToHub) -> Result<(), LinkError> {
         let frame = msg.encode();
         let len = frame.len() - 4;
@@ -497,7 +606,20 @@ impl LinkSender {
                 max: self.max_frame,
             });
         }
-        self.tx.send(frame).map_err(|_| LinkError::Closed)
+        let total = frame.len();
+        let before = self.queued.fetch_add(total, Ordering::AcqRel);
+        if before > 0 && before + total > self.max_queued {
+            self.queued.fetch_sub(total, Ordering::AcqRel);
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(LinkError::QueueFull {
+                queued: before,
+                max: self.max_queued,
+            });
+        }
+        self.tx.send(frame).map_err(|_| {
+            self.queued.fetch_sub(total, Ordering::AcqRel);
+            LinkError::Closed
+        })
     }
 
     /// Relays `frame` from node `sender_uid` to every other worker.
@@ -558,7 +680,8 @@ impl LinkReceiver {
     /// The next message from the hub; `None` once the link is closed (only
     /// seen with `exit_on_close: false`).
     pub async fn recv(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
+        // The permit is released here: the message left the link's budget.
+        self.rx.recv().await.map(|(msg, _permit)| msg)
     }
 }
 
@@ -600,5 +723,115 @@ pub fn feed(
     match msg {
         Incoming::Frame { frame, .. } => node.on_frame(now, frame),
         Incoming::NodeDown { uid, .. } => node.node_down(now, *uid).map(Ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Attach, DropReason, Hub, HubConfig};
+    use tokio::io::AsyncReadExt;
+
+    fn opts(max_queued_bytes: usize) -> LinkOptions {
+        LinkOptions {
+            exit_on_close: false,
+            max_queued_bytes,
+            ..LinkOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn outgoing_queue_is_bounded_when_the_hub_does_not_read() {
+        // A fake hub that welcomes the worker, then never reads again.
+        let (ours, mut hub_side) = UnixStream::pair().unwrap();
+        let welcome = FromHub::Welcome {
+            version: ipc::PROTOCOL_VERSION,
+            worker: 0,
+        }
+        .encode();
+        let fake = tokio::spawn(async move {
+            let mut hello = [0u8; 64];
+            let _ = hub_side.read(&mut hello).await;
+            hub_side.write_all(&welcome).await.unwrap();
+            hub_side
+        });
+        let limit = 256 * 1024;
+        let (tx, _rx) = WorkerLink::connect_stream(ours, 0, "", 1 << 20, opts(limit))
+            .await
+            .unwrap();
+        let _hub_side = fake.await.unwrap();
+        let frame = vec![7u8; 16 * 1024];
+        let mut sent = 0usize;
+        let mut full = None;
+        for _ in 0..10_000 {
+            match tx.publish(1, "/", &frame) {
+                Ok(()) => sent += 1,
+                Err(e @ LinkError::QueueFull { .. }) => {
+                    full = Some(e);
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(full.is_some(), "the queue filled after {sent} frames");
+        assert!(tx.queued_bytes() <= limit, "{}", tx.queued_bytes());
+        assert_eq!(tx.refused_full(), 1);
+        // Far less than 10 000 frames were accepted: socket buffers + limit.
+        assert!(sent < 200, "{sent} frames accepted");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_stops_reading_holds_at_most_its_budget() {
+        let hub = Hub::new(
+            HubConfig {
+                max_queued_bytes: 512 * 1024,
+                ..HubConfig::default()
+            },
+            None,
+        );
+        let connect = |index: u32, budget: usize| {
+            let hub = hub.clone();
+            async move {
+                let (a, b) = UnixStream::pair().unwrap();
+                let conn = hub.attach(a, Attach::Trusted { index });
+                let l = WorkerLink::connect_stream(b, index, "", 1 << 20, opts(budget))
+                    .await
+                    .unwrap();
+                (conn, l)
+            }
+        };
+        let (_, (s0, _r0)) = connect(0, DEFAULT_MAX_QUEUED).await;
+        let budget = 128 * 1024;
+        let (conn, (s1, mut r1)) = connect(1, budget).await;
+        let dropped = hub.dropped(conn);
+        s1.publish(11, "/", b"hb").unwrap();
+        // Worker 1 never calls recv() while worker 0 publishes 4 MiB.
+        let frame = vec![1u8; 16 * 1024];
+        let total = 256;
+        for _ in 0..total {
+            s0.publish(10, "/", &frame).unwrap();
+            tokio::task::yield_now().await;
+        }
+        let reason = tokio::time::timeout(Duration::from_secs(5), dropped)
+            .await
+            .expect("the hub drops the worker that stopped reading");
+        assert_eq!(reason, DropReason::QueueOverflow);
+        // When it reads again it finds at most its budget, then the close.
+        let mut got = 0usize;
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(5), r1.recv())
+            .await
+            .expect("messages, then the close")
+        {
+            if let Incoming::Frame { .. } = msg {
+                got += 1;
+            }
+        }
+        println!("stalled receiver held {got} of {total} frames");
+        assert!(got < total, "{got} of {total} frames were held");
+        assert!(
+            got * (frame.len() + MESSAGE_OVERHEAD) <= budget + 1024 * 1024,
+            "{got} frames"
+        );
     }
 }

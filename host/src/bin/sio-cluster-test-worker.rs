@@ -19,8 +19,11 @@
 //! * `/ctl/events`: one line per message received from the hub,
 //!   `<unix micros> frame <nsp> <from hex> <len> <text>` or
 //!   `<unix micros> nodedown <uid hex> <nsp>`;
-//! * `/ctl/close?sid=S`: forgets a session (and reports it closed).
-//!
+//! * `/ctl/close?sid=S`: forgets a session (and reports it closed);
+//! * `/ctl/stall`: from now on this worker process never takes another
+//!   message from its hub link (a hung worker); it still serves HTTP and, in
+//!   adapter mode, still sends heartbeats. Its link then reads at most
+//!   `SIO_CLUSTER_MAX_QUEUED` bytes before it stops reading its socket.
 //!
 //! With `SIO_TEST_ADAPTER=1` each namespace runs a real adapter node (the
 //! embedded component, component-owned rooms) instead of raw frames: the
@@ -29,19 +32,27 @@
 //! * `/ctl/adapter/broadcast?room=R` broadcasts the body (to every socket
 //!   without `room`);
 //! * `/ctl/adapter/fetch` and `/ctl/adapter/emit` start a fetch-sockets / a
-//!   server-side emit with replies and answer the request id;
+//!   server-side emit with replies and answer the request id (`timeout=MS`
+//!   sets fetch-sockets' timeout; `SIO_TEST_REQUEST_TIMEOUT` in ms sets the
+//!   node's request timeout, used by server-side emit);
+//! * `/ctl/adapter/ask?room=R&timeout=MS` starts a broadcast with acks of the
+//!   body (to every socket without `room`, default timeout 5000 ms) and
+//!   answers the request id; a socket of a worker acknowledges a delivery with
+//!   `w<index>`;
 //! * `/ctl/adapter/count` answers the server count;
-//! * events gain `deliver <sids> <packet>`, `complete <id> err=<e> <value>`,
+//! * events gain `deliver <sids> <packet>`, `complete <id> err=<e> <value>`
+//!   (value `sockets=..`, `replies=..` or `acks=<sid>:<payload>,..`, sorted),
 //!   `server-event <packet>`, `node-up <uid>`, `node-down <uid>`.
 //!
-//! Server-side events are answered with `w<index>` unless `SIO_TEST_SILENT`
-//! names this worker index.
+//! Server-side events are answered, and deliveries with acks acknowledged,
+//! with `w<index>` unless `SIO_TEST_SILENT` names this worker index.
 //!
 //! Not part of the product; the tests drive it through the sticky port.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -76,6 +87,8 @@ struct State {
     sessions: Mutex<HashSet<String>>,
     events: Mutex<Vec<String>>,
     link: LinkSender,
+    /// Set by `/ctl/stall`: never take another message from the link.
+    stalled: AtomicBool,
 }
 
 fn now_micros() -> u128 {
@@ -198,6 +211,10 @@ async fn handle(
             }
         }
         p if p.starts_with("/ctl/adapter/") => adapter_ctl(&state, p, q, &body),
+        "/ctl/stall" => {
+            state.stalled.store(true, Ordering::SeqCst);
+            text(StatusCode::OK, "stalled".into())
+        }
         "/ctl/events" => {
             let ev = state
                 .events
@@ -330,6 +347,7 @@ async fn main() -> std::process::ExitCode {
         events: Mutex::new(Vec::new()),
         link,
         adapter,
+        stalled: AtomicBool::new(false),
     });
 
     let adapter_mode = state.adapter.is_some();
@@ -362,7 +380,13 @@ async fn main() -> std::process::ExitCode {
 
     let ev_state = state.clone();
     tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let Some(msg) = rx.recv().await else { break };
+            if ev_state.stalled.load(Ordering::SeqCst) {
+                // A hung worker: this message and every later one stay
+                // unprocessed; the link's messages pile up, unread.
+                std::future::pending::<()>().await;
+            }
             if ev_state.adapter.is_some() {
                 let nsp = match &msg {
                     HubMsg::Frame { nsp, .. } | HubMsg::NodeDown { nsp, .. } => nsp.clone(),
@@ -456,6 +480,12 @@ fn start_adapter(index: u32, uids: &[(String, u64)], env: &WorkerEnv) -> anyhow:
         let mut cfg = Config::new(*uid, nsp.clone(), RoomOwner::Component);
         cfg.heartbeat_interval_ms = env.heartbeat_interval.as_millis() as u32;
         cfg.heartbeat_timeout_ms = env.heartbeat_timeout.as_millis() as u32;
+        if let Some(ms) = std::env::var("SIO_TEST_REQUEST_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            cfg.request_timeout_ms = ms;
+        }
         let mut node = engine.instantiate(cfg, Limits::default())?;
         let sid = format!("w{index}");
         node.join(&sid, &[sid.clone(), "all".to_string()])?;
@@ -506,7 +536,7 @@ fn with_node(
 
 /// Sends the node's frames to the hub and logs (or answers) the rest.
 fn carry(state: &State, nsp: &str, effects: Vec<sio_cluster_host::adapter::Effect>) {
-    use sio_cluster_host::adapter::{Effect, RequestValue};
+    use sio_cluster_host::adapter::{Ack, Effect, RequestValue};
     let Some(uid) = state.uids.iter().find(|(n, _)| n == nsp).map(|(_, u)| *u) else {
         return;
     };
@@ -517,16 +547,29 @@ fn carry(state: &State, nsp: &str, effects: Vec<sio_cluster_host::adapter::Effec
             return;
         }
     };
+    let silent = state.adapter.as_ref().is_some_and(|a| a.silent);
     for e in local {
         match e {
-            Effect::Deliver(d) => log(
-                state,
-                format!(
-                    "deliver {} {}",
-                    d.sids.join(","),
-                    String::from_utf8_lossy(&d.packet)
-                ),
-            ),
+            Effect::Deliver(d) => {
+                log(
+                    state,
+                    format!(
+                        "deliver {} {}",
+                        d.sids.join(","),
+                        String::from_utf8_lossy(&d.packet)
+                    ),
+                );
+                if let (Some(q), false) = (d.ack, silent) {
+                    for sid in d.sids {
+                        let ack = Ack {
+                            sid,
+                            payload: format!("w{}", state.index).into_bytes(),
+                        };
+                        let more = with_node(state, nsp, |n, now| n.ack(now, q, ack));
+                        carry(state, nsp, more);
+                    }
+                }
+            }
             Effect::Complete(c) => {
                 let value = match &c.value {
                     RequestValue::Sockets(s) => {
@@ -542,6 +585,14 @@ fn carry(state: &State, nsp: &str, effects: Vec<sio_cluster_host::adapter::Effec
                         r.sort();
                         format!("replies={}", r.join(","))
                     }
+                    RequestValue::Acks(a) => {
+                        let mut a: Vec<String> = a
+                            .iter()
+                            .map(|a| format!("{}:{}", a.sid, String::from_utf8_lossy(&a.payload)))
+                            .collect();
+                        a.sort();
+                        format!("acks={}", a.join(","))
+                    }
                     other => format!("{other:?}"),
                 };
                 let err = c.error.as_deref().unwrap_or("none").replace(' ', "_");
@@ -552,7 +603,6 @@ fn carry(state: &State, nsp: &str, effects: Vec<sio_cluster_host::adapter::Effec
                     state,
                     format!("server-event {}", String::from_utf8_lossy(&p)),
                 );
-                let silent = state.adapter.as_ref().is_some_and(|a| a.silent);
                 if let (Some(q), false) = (q, silent) {
                     let answer = format!("w{}", state.index).into_bytes();
                     let more = with_node(state, nsp, |n, now| n.reply(now, q, answer));
@@ -584,14 +634,36 @@ fn adapter_ctl(state: &State, path: &str, q: Option<&str>, body: &[u8]) -> Respo
             let mut id = None;
             let packet = body.to_vec();
             let fetch = path == "/ctl/adapter/fetch";
+            let timeout = query_param(q, "timeout").and_then(|t| t.parse::<u32>().ok());
             let effects = with_node(state, &nsp, |n, now| {
                 let (i, e) = if fetch {
-                    let (i, e) = n.fetch_sockets(now, Opts::all(), None)?;
+                    let (i, e) = n.fetch_sockets(now, Opts::all(), timeout)?;
                     (Some(i), e)
                 } else {
                     n.server_side_emit(now, packet, true)?
                 };
                 id = i;
+                Ok(e)
+            });
+            carry(state, &nsp, effects);
+            match id {
+                Some(id) => text(StatusCode::OK, format!("{id}")),
+                None => text(StatusCode::INTERNAL_SERVER_ERROR, "no request".into()),
+            }
+        }
+        "/ctl/adapter/ask" => {
+            let opts = match query_param(q, "room") {
+                Some(r) => Opts::rooms([r]),
+                None => Opts::all(),
+            };
+            let timeout = query_param(q, "timeout")
+                .and_then(|t| t.parse::<u32>().ok())
+                .unwrap_or(5000);
+            let packet = body.to_vec();
+            let mut id = None;
+            let effects = with_node(state, &nsp, |n, now| {
+                let (i, e) = n.broadcast_with_ack(now, opts, packet, timeout, false)?;
+                id = Some(i);
                 Ok(e)
             });
             carry(state, &nsp, effects);
