@@ -683,6 +683,11 @@ impl LinkReceiver {
         // The permit is released here: the message left the link's budget.
         self.rx.recv().await.map(|(msg, _permit)| msg)
     }
+
+    /// The next message if one is already queued (to batch work under load).
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.rx.try_recv().ok().map(|(msg, _permit)| msg)
+    }
 }
 
 /// Carrying an adapter node's frames over the link, both ways.

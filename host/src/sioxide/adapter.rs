@@ -34,6 +34,7 @@ use super::convert::{
     bytes_to_value, decode_packet, encode_packet, opts_from_sx, opts_to_sx, uid_to_server,
     value_to_bytes,
 };
+use crate::adapter::wire::push_batch;
 use crate::adapter::{
     Ack, Completion, Config, Effect, LocalOp, NodeId, Opts, RequestId, RequestValue, RoomOwner,
     SocketInfo,
@@ -483,6 +484,37 @@ impl<E: SocketEmitter<AckError = AckError>> Space for WasmClusterAdapter<E> {
                 warn!(nsp = core.nsp, error = %e, "adapter frame refused");
             }
             Err(e) => debug!(nsp = core.nsp, error = %e, "incoming message failed"),
+        }
+        core.wake.notify_one();
+    }
+
+    fn incoming_frames(&self, frames: Vec<Vec<u8>>) {
+        let Ok(core) = self.core() else { return };
+        if frames.len() == 1 {
+            let frame = frames.into_iter().next().unwrap_or_default();
+            return self.incoming(Incoming::Frame {
+                nsp: core.nsp.clone(),
+                from: 0,
+                frame,
+            });
+        }
+        let mut batch = Vec::with_capacity(frames.iter().map(|f| f.len() + 4).sum());
+        for f in &frames {
+            push_batch(&mut batch, f);
+        }
+        match self.call(core, |n, now| n.on_frames(now, &batch)) {
+            Ok((effects, errors)) => {
+                if !errors.is_empty() {
+                    core.cluster
+                        .inner
+                        .counters
+                        .frames_refused
+                        .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                    warn!(nsp = core.nsp, refused = errors.len(), first = %errors[0], "adapter frames refused");
+                }
+                self.carry(core, effects, None);
+            }
+            Err(e) => debug!(nsp = core.nsp, error = %e, "incoming frames failed"),
         }
         core.wake.notify_one();
     }

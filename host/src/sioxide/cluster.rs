@@ -128,6 +128,8 @@ type Handler = Arc<dyn Fn(ServerEvent) + Send + Sync>;
 pub(crate) trait Space: Send + Sync {
     /// A message from the hub for this namespace.
     fn incoming(&self, msg: Incoming);
+    /// Several frames for this namespace, in order (one component call).
+    fn incoming_frames(&self, frames: Vec<Vec<u8>>);
     /// Starts a server-side emit.
     fn server_side_emit(
         &self,
@@ -359,29 +361,66 @@ fn reply_value(bytes: &[u8]) -> Option<serde_json::Value> {
     serde_json::from_str(&p.text).ok()
 }
 
-/// Routes every message from the hub to its namespace's adapter.
+/// Most frames handed to the component in one call.
+const MAX_BATCH: usize = 256;
+
+/// Routes every message from the hub to its namespace's adapter. Frames
+/// already queued are handed over in batches (one component call for a run
+/// of frames of one namespace), in arrival order.
 async fn dispatch(inner: Weak<Inner>, mut rx: LinkReceiver) {
-    while let Some(msg) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        let nsp = match &msg {
-            Incoming::Frame { nsp, .. } | Incoming::NodeDown { nsp, .. } => nsp,
-        };
-        let space = lock(&inner.spaces)
-            .get(nsp.as_str())
-            .and_then(Weak::upgrade);
-        match space {
-            Some(s) => s.incoming(msg),
-            None => {
-                inner
-                    .counters
-                    .frames_unrouted
-                    .fetch_add(1, Ordering::Relaxed);
-                debug!(
-                    nsp = nsp.as_str(),
-                    "message for a namespace not served here"
-                );
+        let cap = inner.settings.max_frame_bytes as usize;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Incoming::Frame { nsp, frame, .. } => {
+                    let mut frames = vec![frame];
+                    let mut bytes = frames[0].len() + 4;
+                    while frames.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Some(Incoming::Frame { nsp: n, frame, .. })
+                                if n == nsp && bytes + frame.len() + 4 <= cap =>
+                            {
+                                bytes += frame.len() + 4;
+                                frames.push(frame);
+                            }
+                            Some(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    match space_of(&inner, &nsp) {
+                        Some(s) => s.incoming_frames(frames),
+                        None => unrouted(&inner, &nsp, frames.len()),
+                    }
+                }
+                msg @ Incoming::NodeDown { .. } => {
+                    let Incoming::NodeDown { nsp, .. } = &msg else {
+                        continue;
+                    };
+                    match space_of(&inner, nsp) {
+                        Some(s) => s.incoming(msg),
+                        None => unrouted(&inner, &nsp.clone(), 1),
+                    }
+                    next = rx.try_recv();
+                }
             }
         }
     }
     debug!("hub link closed, dispatcher stopped");
+}
+
+fn space_of(inner: &Inner, nsp: &str) -> Option<Arc<dyn Space>> {
+    lock(&inner.spaces).get(nsp).and_then(Weak::upgrade)
+}
+
+fn unrouted(inner: &Inner, nsp: &str, n: usize) {
+    inner
+        .counters
+        .frames_unrouted
+        .fetch_add(n as u64, Ordering::Relaxed);
+    debug!(nsp, "message for a namespace not served here");
 }
