@@ -48,6 +48,7 @@ Load (passed to load.mjs):
   --duration SEC      default 5
   --transport T       websocket (default) or polling
   --procs P           load.mjs client processes (default 1)
+  --client sio|raw    load.mjs client: socket.io-client (default) or the minimal raw one
   --payload-bytes B   default 0
 
 Run control:
@@ -86,6 +87,7 @@ try {
       duration: { type: "string", default: "5" },
       transport: { type: "string", default: "websocket" },
       procs: { type: "string", default: "1" },
+      client: { type: "string", default: "sio" },
       "payload-bytes": { type: "string", default: "0" },
       quick: { type: "boolean", default: false },
       port: { type: "string", default: "3300" },
@@ -133,6 +135,7 @@ const opts = {
   duration: num("duration", { int: false, min: 0.1 }),
   transport: values.transport,
   procs: num("procs", { min: 1 }),
+  client: values.client,
   payloadBytes: num("payload-bytes"),
   port: num("port", { min: 1 }),
   readyTimeout: num("ready-timeout", { int: false, min: 1 }),
@@ -140,6 +143,8 @@ const opts = {
 };
 if (!["max", "rate"].includes(opts.mode)) fail(`--mode: expected max or rate`, 2);
 if (!["websocket", "polling"].includes(opts.transport)) fail(`--transport: expected websocket or polling`, 2);
+if (!["sio", "raw"].includes(opts.client)) fail(`--client: expected sio or raw`, 2);
+if (opts.client === "raw" && opts.transport !== "websocket") fail(`--client raw needs --transport websocket`, 2);
 for (const [name, cmd] of [["a", opts.a], ["b", opts.b]]) {
   if (!cmd.includes("{P}")) fail(`--${name}: the command must contain {P} (the port): "${cmd}"`, 2);
   const exe = cmd.trim().split(/\s+/)[0];
@@ -286,6 +291,7 @@ function runLoad(url, clients, clusterPid, jsonFile) {
     "--duration", String(opts.duration),
     "--transport", opts.transport,
     "--procs", String(opts.procs),
+    "--client", opts.client,
     "--payload-bytes", String(opts.payloadBytes),
     "--cluster-pid", String(clusterPid),
     "--json-out", jsonFile,
@@ -395,7 +401,7 @@ const lines = [];
 lines.push(
   `\nmedians over ${opts.rounds} round(s), ${opts.workers} workers, mode ${opts.mode}` +
     (opts.mode === "max" ? ` W=${opts.window}` : ` ${opts.rate} msg/s`) +
-    `, R=${opts.rooms} S=${opts.senders}, ${opts.transport}, ${opts.duration}s measured; A=${opts.aName} B=${opts.bName}`
+    `, R=${opts.rooms} S=${opts.senders}, ${opts.transport}${opts.client === "raw" ? " (raw client)" : ""}, ${opts.duration}s measured; A=${opts.aName} B=${opts.bName}`
 );
 lines.push(
   ["clients", "A deliv/s", "B deliv/s", "A/B", "A p50", "B p50", "A p99", "B p99", "A/B p99", "A lost", "B lost", "A cpu", "B cpu", "harness"].map((h) => h.padStart(10)).join("")

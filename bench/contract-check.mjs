@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Checks a running cluster against ../shared/demo-contract.md, every row, with
 // clients spread over all workers. Exit 0 when every check passes.
-import { io } from "socket.io-client";
 import { parseArgs } from "node:util";
+import { createRequire } from "node:module";
 
 const USAGE = `usage: node bench/contract-check.mjs --url URL --workers N [--transport websocket|polling] [--timeout-ms MS]
 
@@ -34,6 +34,8 @@ if (opts.help) {
   console.log(USAGE);
   process.exit(0);
 }
+createRequire(import.meta.url)("./lib/deps.cjs").ensureDeps();
+const { io } = await import("socket.io-client");
 const N = Number(opts.workers);
 const T = Number(opts["timeout-ms"]);
 if (!Number.isInteger(N) || N < 1) {

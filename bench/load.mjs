@@ -46,6 +46,10 @@ emit "to" and the receivers measure deliveries and latency.
   --duration SEC            measurement window (default 10)
   --drain SEC               at most this long to wait for the measured deliveries (default 3)
   --transport T             websocket (default) or polling
+  --client sio|raw          sio: socket.io-client (default); raw: the minimal
+                            WebSocket-only client of lib/raw-client.mjs, several
+                            times cheaper per delivery (for when the harness is
+                            the bottleneck; websocket transport only)
   --procs P                 client processes (default 1); clients are dealt round-robin
   --payload-bytes B         add a string of B bytes to each payload (default 0)
   --connect-concurrency K   handshakes in flight per process (default 50)
@@ -107,6 +111,7 @@ function parseOptions(argv) {
         duration: { type: "string", default: "10" },
         drain: { type: "string", default: "3" },
         transport: { type: "string", default: "websocket" },
+        client: { type: "string", default: "sio" },
         procs: { type: "string", default: "1" },
         "payload-bytes": { type: "string", default: "0" },
         "connect-concurrency": { type: "string", default: "50" },
@@ -147,6 +152,7 @@ function parseOptions(argv) {
     duration: num("duration", { int: false, min: 0.1 }),
     drain: num("drain", { int: false, min: 0 }),
     transport: values.transport,
+    client: values.client,
     procs: num("procs", { min: 1, max: 64 }),
     payloadBytes: num("payload-bytes", { min: 0, max: 10_000_000 }),
     connectConcurrency: num("connect-concurrency", { min: 1 }),
@@ -161,6 +167,8 @@ function parseOptions(argv) {
   };
   if (!["max", "rate"].includes(o.mode)) fail(`--mode: expected max or rate, got "${o.mode}"`, 2);
   if (!["websocket", "polling"].includes(o.transport)) fail(`--transport: expected websocket or polling, got "${o.transport}"`, 2);
+  if (!["sio", "raw"].includes(o.client)) fail(`--client: expected sio or raw, got "${o.client}"`, 2);
+  if (o.client === "raw" && o.transport !== "websocket") fail(`--client raw supports only --transport websocket`, 2);
   if (o.senders > o.clients) fail(`--senders (${o.senders}) cannot exceed --clients (${o.clients})`, 2);
   if (o.procs > o.clients) o.procs = o.clients;
   try {
@@ -180,8 +188,7 @@ function parseOptions(argv) {
 //   parent: {cmd:"complete", list} (routed to the sender's owner)
 //   parent: {cmd:"drain", measured}        child: {ev:"report", stats}
 async function runChild() {
-  const { io } = await import("socket.io-client");
-  let opts, index;
+  let opts, index, io;
   const clients = []; // {i, room, socket, worker, pid}
   let plan = null;
   const send = (m) => process.send(m);
@@ -467,6 +474,12 @@ async function runChild() {
       if (m.cmd === "init") {
         opts = m.opts;
         index = m.index;
+        if (opts.client === "raw") {
+          const { connect } = await import("./lib/raw-client.mjs");
+          io = (url, o) => connect(url, { timeout: o.timeout });
+        } else {
+          ({ io } = await import("socket.io-client"));
+        }
         await connectAll();
       } else if (m.cmd === "start") {
         start(m.plan);
@@ -670,6 +683,7 @@ async function runParent(opts) {
     started_at: started,
     url: opts.url,
     transport: opts.transport,
+    client: opts.client,
     mode: opts.mode,
     window: opts.mode === "max" ? opts.window : null,
     rate: opts.mode === "rate" ? opts.rate : null,
@@ -742,7 +756,7 @@ async function runParent(opts) {
   const split = Object.entries(perWorker).map(([w, n]) => `w${w}:${n}`).join(" ");
   const l = result.latency_ms;
   const human =
-    `load ${opts.mode}${opts.mode === "max" ? ` W=${opts.window}` : ` ${opts.rate} msg/s`} ${opts.transport}: ` +
+    `load ${opts.mode}${opts.mode === "max" ? ` W=${opts.window}` : ` ${opts.rate} msg/s`} ${opts.transport}${opts.client === "raw" ? " raw-client" : ""}: ` +
     `C=${who.length}/${opts.clients} (${split}) R=${opts.rooms} S=${opts.senders} | ` +
     `${result.deliveries_per_s} deliveries/s (${result.messages_per_s} msg/s) | ` +
     `expected ${expected} received ${received} lost ${lost} (${(result.lost_fraction * 100).toFixed(2)}%) | ` +

@@ -66,6 +66,7 @@ function fail(msg) {
 
 if (cluster.isPrimary) {
   const opts = parseArgs(process.argv.slice(2));
+  require("../lib/deps.cjs").ensureDeps();
   const { setupMaster } = require("@socket.io/sticky");
   const { setupPrimary } = require("@socket.io/cluster-adapter");
 
