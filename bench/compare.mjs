@@ -383,6 +383,7 @@ for (const clients of opts.clients) {
       harness_cpu_percent: m((x) => x.harness.cpu_percent_total),
       cluster_cpu_percent: m((x) => x.cluster.cpu_percent),
       machine_busy_percent: m((x) => x.machine.busy_percent),
+      other_cpu_percent: m((x) => x.machine.other_percent),
     };
   }
   const a = row.A, b = row.B;
@@ -404,7 +405,7 @@ lines.push(
     `, R=${opts.rooms} S=${opts.senders}, ${opts.transport}${opts.client === "raw" ? " (raw client)" : ""}, ${opts.duration}s measured; A=${opts.aName} B=${opts.bName}`
 );
 lines.push(
-  ["clients", "A deliv/s", "B deliv/s", "A/B", "A p50", "B p50", "A p99", "B p99", "A/B p99", "A lost", "B lost", "A cpu", "B cpu", "harness"].map((h) => h.padStart(10)).join("")
+  ["clients", "A deliv/s", "B deliv/s", "A/B", "A p50", "B p50", "A p99", "B p99", "A/B p99", "A lost", "B lost", "A cpu", "B cpu", "harness", "other"].map((h) => h.padStart(10)).join("")
 );
 for (const r of summary) {
   lines.push(
@@ -413,10 +414,14 @@ for (const r of summary) {
       fmt(r.A.p50_ms, 2), fmt(r.B.p50_ms, 2), fmt(r.A.p99_ms, 2), fmt(r.B.p99_ms, 2), fmt(r.ratio.p99, 2),
       fmt(r.A.lost), fmt(r.B.lost), fmt(r.A.cluster_cpu_percent), fmt(r.B.cluster_cpu_percent),
       `${fmt(r.A.harness_cpu_percent)}/${fmt(r.B.harness_cpu_percent)}`,
+      `${fmt(r.A.other_cpu_percent)}/${fmt(r.B.other_cpu_percent)}`,
     ].map((v) => String(v).padStart(10)).join("")
   );
 }
-lines.push(`(latencies in ms; cpu = % of one core during the measurement; harness = load.mjs CPU with A/B)`);
+lines.push(
+  `(latencies in ms; cpu = % of one core during the measurement, ${cpus().length} cores in all; harness = load.mjs CPU with A/B; ` +
+    `other = CPU used by other processes on the machine with A/B: when it is not near 0 the figures are disturbed)`
+);
 console.log(lines.join("\n"));
 
 let gitRev = null;

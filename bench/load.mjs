@@ -762,6 +762,7 @@ async function runParent(opts) {
     `expected ${expected} received ${received} lost ${lost} (${(result.lost_fraction * 100).toFixed(2)}%) | ` +
     `latency p50 ${l.p50} ms p99 ${l.p99} ms max ${l.max} ms | crossed ${((result.crossed_fraction || 0) * 100).toFixed(1)}% | ` +
     `CPU (100% = one core) harness ${harnessCpu}% (${opts.procs} proc${opts.procs > 1 ? "s" : ""})` +
+    ` loop-delay p99 ${Math.max(...result.harness.loop_delay_p99_ms.map((v) => v || 0))} ms` +
     (clusterCpu != null ? ` cluster ${clusterCpu}%` : "") +
     (machineBusy != null ? ` machine ${machineBusy}%/${cpus().length * 100}% (other work ${result.machine.other_percent}%)` : "") +
     (disconnects ? ` | ${disconnects} disconnects` : "") +
