@@ -55,11 +55,14 @@ Run control:
   --quick             smoke run (< 1 min): --clients 100 --rounds 1 --warmup 0.5 --duration 2
   --port P            first port to use (default 3300; each run takes the next free one)
   --ready-timeout SEC wait this long for a cluster to answer whoami/server_count (default 30)
+  --connect-timeout SEC  load.mjs connect-phase limit per run (default 30)
+  --max-minutes M     start no new run after M minutes; report what was done (default 14)
   --out FILE          results JSON (default bench/results/compare-<time>.json)
   -h, --help          this text
 
 Time bound: about runs x (start + connect + warmup + duration + drain + stop);
-the default (4 counts x 3 rounds x 2 clusters, 2+5 s) takes ~5-8 minutes.`;
+the default (4 counts x 3 rounds x 2 clusters, 2+5 s) took ~4 minutes on a
+2-core machine; --max-minutes caps it.`;
 
 function fail(msg, code = 1) {
   console.error(`compare: ${msg}`);
@@ -92,6 +95,8 @@ try {
       quick: { type: "boolean", default: false },
       port: { type: "string", default: "3300" },
       "ready-timeout": { type: "string", default: "30" },
+      "connect-timeout": { type: "string", default: "30" },
+      "max-minutes": { type: "string", default: "14" },
       out: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -139,6 +144,8 @@ const opts = {
   payloadBytes: num("payload-bytes"),
   port: num("port", { min: 1 }),
   readyTimeout: num("ready-timeout", { int: false, min: 1 }),
+  connectTimeout: num("connect-timeout", { int: false, min: 1 }),
+  maxMinutes: num("max-minutes", { int: false, min: 0.1 }),
   quick: values.quick,
 };
 if (!["max", "rate"].includes(opts.mode)) fail(`--mode: expected max or rate`, 2);
@@ -294,6 +301,7 @@ function runLoad(url, clients, clusterPid, jsonFile) {
     "--client", opts.client,
     "--payload-bytes", String(opts.payloadBytes),
     "--cluster-pid", String(clusterPid),
+    "--connect-timeout", String(opts.connectTimeout),
     "--json-out", jsonFile,
     "--quiet",
   ];
@@ -323,9 +331,15 @@ process.on("SIGINT", async () => {
 
 const total = opts.rounds * opts.clients.length * 2;
 let idx = 0;
-for (let round = 1; round <= opts.rounds; round++) {
+let stoppedEarly = false;
+outer: for (let round = 1; round <= opts.rounds; round++) {
   for (const clients of opts.clients) {
     for (const cl of clusters) {
+      if (Date.now() - t0 > opts.maxMinutes * 60_000) {
+        console.log(`compare: --max-minutes ${opts.maxMinutes} reached; ${total - idx} runs not started`);
+        stoppedEarly = true;
+        break outer;
+      }
       idx++;
       const port = await takePort();
       const url = `http://127.0.0.1:${port}`;
@@ -348,6 +362,8 @@ for (let round = 1; round <= opts.rounds; round++) {
             `crossed ${(x.crossed_fraction * 100).toFixed(0)}%, split ${JSON.stringify(x.per_worker)}, ` +
             `cpu harness ${x.harness.cpu_percent_total}% cluster ${x.cluster.cpu_percent}% other ${x.machine.other_percent}%`
         );
+        if (x.workers_seen !== opts.workers)
+          console.log(`    warning: the clients reached ${x.workers_seen} of ${opts.workers} workers`);
         if (x.machine.other_percent > 25)
           console.log(`    warning: other processes used ${x.machine.other_percent}% of a core during this run; figures are disturbed`);
       } catch (e) {
@@ -444,6 +460,7 @@ const report = {
   },
   options: opts,
   clusters: { A: { name: opts.aName, cmd: opts.a }, B: { name: opts.bName, cmd: opts.b } },
+  stopped_early: stoppedEarly,
   summary,
   runs,
   logs: logDir,
