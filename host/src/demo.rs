@@ -24,6 +24,10 @@ use crate::worker::WorkerEnv;
 /// The adapter type of the demo.
 pub type Adapter = WasmClusterAdapter<Emitter>;
 
+/// Packets queued per client before socketioxide drops more (its default,
+/// 128, drops packets in bursts a Node server would queue).
+pub const SOCKET_BUFFER: usize = 65_536;
+
 /// Namespaces the demo serves.
 pub const NAMESPACES: [&str; 2] = ["/", "/custom"];
 
@@ -304,6 +308,7 @@ pub async fn run_worker() -> Result<(), DemoError> {
 
     let (svc, io) = SocketIo::builder()
         .with_config(SocketIoConfig::default())
+        .max_buffer_size(SOCKET_BUFFER)
         .with_adapter::<Adapter>(cluster.clone())
         .build_svc();
     for nsp in NAMESPACES {

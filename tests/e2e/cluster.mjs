@@ -16,7 +16,7 @@ export async function startCluster(workers, extra = []) {
     BIN,
     ["demo", "--workers", String(workers), "--port", "0", "--bind", "127.0.0.1",
       "--balance", "round-robin", "--grace-period", "2000", ...extra],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" } },
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } },
   );
   const log = [];
   let port = null;

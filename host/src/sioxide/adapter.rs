@@ -296,11 +296,7 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
                     (opts_of(&opts, &held), self.packet(core, &bytes, &mut held))
                     && let Err(e) = self.local.broadcast(p, o)
                 {
-                    debug!(
-                        nsp = core.nsp,
-                        errors = e.len(),
-                        "some local sockets missed a broadcast"
-                    );
+                    self.count_dropped(core, e.len());
                 }
                 Vec::new()
             }
@@ -421,6 +417,25 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
                 self.call(core, |n, now| n.rooms_reply(now, query, rooms))
                     .unwrap_or_default()
             }
+        }
+    }
+
+    /// socketioxide refused a packet for some local sockets (their buffer
+    /// is full or they are closing): counted, and logged at powers of two.
+    fn count_dropped(&self, core: &Core, n: usize) {
+        let before = core
+            .cluster
+            .inner
+            .counters
+            .local_drops
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let after = before + n as u64;
+        if before == 0 || before.leading_zeros() != after.leading_zeros() {
+            warn!(
+                nsp = core.nsp,
+                total = after,
+                "packets dropped for local sockets whose buffer was full (raise max_buffer_size)"
+            );
         }
     }
 
@@ -633,10 +648,10 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
     ) -> Result<(), BroadcastError> {
         let core = self.core().map_err(adapter_err)?;
         if opts.is_local(core.server) {
-            return self
-                .local
-                .broadcast(packet, opts)
-                .map_err(BroadcastError::from);
+            return self.local.broadcast(packet, opts).map_err(|e| {
+                self.count_dropped(core, e.len());
+                BroadcastError::from(e)
+            });
         }
         let bytes = encode_packet(self.local.parser(), packet.clone());
         let o = opts_from_sx(&opts, self.own(core));

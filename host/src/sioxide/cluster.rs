@@ -66,6 +66,7 @@ pub(crate) struct Counters {
     pub link_errors: AtomicU64,
     pub traps: AtomicU64,
     pub bad_remote_data: AtomicU64,
+    pub local_drops: AtomicU64,
 }
 
 /// A snapshot of [`WasmCluster::stats`].
@@ -81,6 +82,9 @@ pub struct ClusterStats {
     pub traps: u64,
     /// Unusable data from another node (bad socket id, undecodable packet).
     pub bad_remote_data: u64,
+    /// Packets socketioxide refused for a local socket (its buffer was full
+    /// or it was closing).
+    pub local_drops: u64,
 }
 
 /// A server-side event from another worker (`io.serverSideEmit`).
@@ -225,6 +229,7 @@ impl WasmCluster {
             link_errors: r(&c.link_errors),
             traps: r(&c.traps),
             bad_remote_data: r(&c.bad_remote_data),
+            local_drops: r(&c.local_drops),
         }
     }
 
