@@ -3,7 +3,7 @@
 // ../shared/demo-contract.md (our sio-cluster-host demo or bench/node-ref).
 //
 // C clients connect (spread over the workers by the cluster's balancer; each
-// asks `whoami`), client i joins room i % R. Clients 0..S-1 are also senders:
+// asks `whoami`), client i joins room hash(i) % R. Clients 0..S-1 are also senders:
 // sender k emits `to` (room k % R, "m", {t, seq, sender}), t being the send time
 // in microseconds of CLOCK_MONOTONIC (process.hrtime), which is the same clock in
 // every process of this machine, so the harness may be split over several
@@ -35,7 +35,7 @@ emit "to" and the receivers measure deliveries and latency.
 
   --url URL                 cluster URL (default http://127.0.0.1:3000)
   --clients C               number of clients (default 200)
-  --rooms R                 number of rooms; client i joins room i % R (default 10)
+  --rooms R                 number of rooms; client i joins room hash(i) % R (default 10)
   --senders S               senders: clients 0..S-1, sender k sends to room k % R (default 10)
   --mode max|rate           max: each sender keeps at most --window messages whose
                             deliveries are not all received (closed loop);
@@ -77,6 +77,16 @@ const HB = 50; // buckets per e-fold
 const NB = 1000;
 const bucketOf = (us) => (us < 1 ? 0 : Math.min(NB - 1, 1 + Math.floor(Math.log(us) * HB)));
 const bucketValue = (b) => (b === 0 ? 0.5 : Math.exp((b - 0.5) / HB));
+/**
+ * The room of client i: a hash of i, so that every room holds clients of
+ * every worker whatever order the balancer placed them in (with `i % R`,
+ * round-robin placement over 2 workers and an even R put each room on one
+ * worker, and almost no delivery crossed workers).
+ */
+function roomOf(i, rooms) {
+  return (Math.imul(i + 1, 0x9e3779b1) >>> 16) % rooms;
+}
+
 function percentile(hist, total, q) {
   if (total === 0) return null;
   const target = Math.ceil(q * total);
@@ -321,7 +331,7 @@ async function runChild() {
         socket.once("connect", async () => {
           try {
             const who = await socket.timeout(opts.handshakeTimeout).emitWithAck("whoami");
-            const room = i % opts.rooms;
+            const room = roomOf(i, opts.rooms);
             const ok = await socket.timeout(opts.handshakeTimeout).emitWithAck("join", `r${room}`);
             if (ok !== true) throw new Error(`join answered ${JSON.stringify(ok)}`);
             if (!who || !Number.isInteger(who.worker)) throw new Error(`whoami answered ${JSON.stringify(who)}`);
@@ -378,7 +388,7 @@ async function runChild() {
     for (const c of clients) c.socket.on("m", makeReceiver(c));
     for (const c of clients) {
       if (c.i < opts.senders) {
-        const s = { k: c.i, socket: c.socket, room: c.room, seq: 0, measured: 0, inflight: new Map() };
+        const s = { k: c.i, socket: c.socket, room: c.i % opts.rooms, seq: 0, measured: 0, inflight: new Map() };
         senders.push(s);
         senderByIdx.set(c.i, s);
       }
@@ -596,8 +606,8 @@ async function runParent(opts) {
   const localMembersByProc = Array.from({ length: opts.procs }, () => new Array(opts.rooms).fill(0));
   for (const [i, w] of who) {
     if (i < opts.senders) senderWorker[i] = w;
-    roomSize[i % opts.rooms]++;
-    localMembersByProc[i % opts.procs][i % opts.rooms]++;
+    roomSize[roomOf(i, opts.rooms)]++;
+    localMembersByProc[i % opts.procs][roomOf(i, opts.rooms)]++;
   }
   const procsInRoom = roomSize.map((_, r) => localMembersByProc.filter((l) => l[r] > 0).length);
   const missingSenders = senderWorker.filter((w) => w < 0).length;
