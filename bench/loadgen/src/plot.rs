@@ -166,6 +166,7 @@ where
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(y_fmt)
+        .light_line_style(RGBColor(236, 236, 236))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
         .draw()
