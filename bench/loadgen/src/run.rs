@@ -527,7 +527,7 @@ impl Client {
         tokio::pin!(stop);
         let shared = self.shared.clone();
         let o = &shared.o;
-        let mut sender = (self.idx < o.senders as usize).then(|| SenderState {
+        let mut sender = (self.idx < o.senders as usize).then_some(SenderState {
             k: self.idx,
             seq: 0,
             measured: 0,
