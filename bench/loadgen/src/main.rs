@@ -44,11 +44,14 @@ fn main() -> ExitCode {
                 eprintln!("loadgen: {msg}");
                 return ExitCode::from(2);
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(usize::from(args.threads))
-                .enable_all()
-                .build()
-            {
+            let mut builder = if args.threads == 0 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(usize::from(args.threads));
+                b
+            };
+            let rt = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("loadgen: cannot start the runtime: {e}");

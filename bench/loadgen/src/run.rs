@@ -96,8 +96,9 @@ pub struct RunArgs {
     /// Client processes: only 1 (use --threads for parallelism).
     #[arg(long, default_value_t = 1)]
     pub procs: u32,
-    /// Tokio worker threads (default 1, to leave the other cores to the cluster).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Tokio worker threads (default 1, to leave the other cores to the
+    /// cluster); 0: a current-thread runtime (everything on the main thread).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub threads: u16,
     /// Add a string of B bytes to each payload.
     #[arg(long, default_value_t = 0)]
@@ -879,6 +880,11 @@ struct Harness {
     cpu_percent_total: Option<f64>,
     cpu_percent_per_proc: Vec<Option<f64>>,
     cpu_percent_coordinator: Option<f64>,
+    /// User-mode share of `cpu_percent_total`.
+    cpu_user_percent: f64,
+    /// Kernel-mode share (syscalls, TCP receive, scheduling).
+    cpu_system_percent: f64,
+    /// Harness CPU time per delivery received during the measurement, in µs.
     cpu_us_per_delivery: Option<f64>,
     loop_delay_p99_ms: Vec<Option<f64>>,
     loop_delay_max_ms: Vec<Option<f64>>,
@@ -1089,11 +1095,11 @@ async fn run_inner(o: RunArgs) -> Result<()> {
     let delay_task = tokio::spawn(loop_delay(measure_start, measure_end));
 
     tokio::time::sleep_until(instant_at(measure_start)).await;
-    let cpu0 = sys::self_cpu_us();
+    let cpu0 = sys::self_cpu_split_us();
     let machine0 = sys::machine_busy_us();
     let cluster0 = o.cluster_pid.and_then(sys::tree_cpu);
     tokio::time::sleep_until(instant_at(measure_end)).await;
-    let cpu1 = sys::self_cpu_us();
+    let cpu1 = sys::self_cpu_split_us();
     let machine1 = sys::machine_busy_us();
     let cluster1 = o.cluster_pid.and_then(sys::tree_cpu);
 
@@ -1160,7 +1166,9 @@ async fn run_inner(o: RunArgs) -> Result<()> {
     lat.sort_unstable();
     let dur_us = o.duration * 1e6;
     let pct = |us: f64| round_to(us / dur_us * 100.0, 1);
-    let harness_cpu_us = cpu1.saturating_sub(cpu0) as f64;
+    let user_us = cpu1.0.saturating_sub(cpu0.0) as f64;
+    let system_us = cpu1.1.saturating_sub(cpu0.1) as f64;
+    let harness_cpu_us = user_us + system_us;
     let harness_cpu = pct(harness_cpu_us);
     let cluster_cpu = match (cluster0, cluster1) {
         (Some(a), Some(b)) => Some(pct(b.cpu_us - a.cpu_us)),
@@ -1248,6 +1256,8 @@ async fn run_inner(o: RunArgs) -> Result<()> {
             cpu_percent_total: Some(harness_cpu),
             cpu_percent_per_proc: vec![Some(harness_cpu)],
             cpu_percent_coordinator: None,
+            cpu_user_percent: pct(user_us),
+            cpu_system_percent: pct(system_us),
             cpu_us_per_delivery: (in_window > 0)
                 .then(|| round_to(harness_cpu_us / in_window as f64, 3)),
             loop_delay_p99_ms: vec![delay_ms(0.99)],
