@@ -20,6 +20,7 @@ const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH, "..");
 const DEFAULT_A = "target/release/sio-cluster-host demo --workers {N} --port {P}";
 const DEFAULT_B = "node bench/node-ref/primary.js --workers {N} --port {P}";
+const LOADGEN = "target/release/sio-cluster-loadgen";
 
 const USAGE = `usage: node bench/compare.mjs [options]
 
@@ -48,7 +49,11 @@ Load (passed to load.mjs):
   --duration SEC      default 5
   --transport T       websocket (default) or polling
   --procs P           load.mjs client processes (default 1)
-  --client sio|raw    load.mjs client: socket.io-client (default) or the minimal raw one
+  --client sio|raw|rust  load client: socket.io-client (default), the minimal raw
+                      one, or rust: ${LOADGEN} run (same workload and
+                      report, ~2x less harness CPU per delivery than raw; build it
+                      with cargo build --release -p sio-cluster-loadgen)
+  --threads T         --client rust: tokio worker threads (default 1)
   --payload-bytes B   default 0
 
 Run control:
@@ -91,6 +96,7 @@ try {
       transport: { type: "string", default: "websocket" },
       procs: { type: "string", default: "1" },
       client: { type: "string", default: "sio" },
+      threads: { type: "string", default: "1" },
       "payload-bytes": { type: "string", default: "0" },
       quick: { type: "boolean", default: false },
       port: { type: "string", default: "3300" },
@@ -141,6 +147,7 @@ const opts = {
   transport: values.transport,
   procs: num("procs", { min: 1 }),
   client: values.client,
+  threads: num("threads", { min: 1 }),
   payloadBytes: num("payload-bytes"),
   port: num("port", { min: 1 }),
   readyTimeout: num("ready-timeout", { int: false, min: 1 }),
@@ -150,8 +157,10 @@ const opts = {
 };
 if (!["max", "rate"].includes(opts.mode)) fail(`--mode: expected max or rate`, 2);
 if (!["websocket", "polling"].includes(opts.transport)) fail(`--transport: expected websocket or polling`, 2);
-if (!["sio", "raw"].includes(opts.client)) fail(`--client: expected sio or raw`, 2);
-if (opts.client === "raw" && opts.transport !== "websocket") fail(`--client raw needs --transport websocket`, 2);
+if (!["sio", "raw", "rust"].includes(opts.client)) fail(`--client: expected sio, raw or rust`, 2);
+if (opts.client !== "sio" && opts.transport !== "websocket") fail(`--client ${opts.client} needs --transport websocket`, 2);
+if (opts.client === "rust" && !existsSync(resolve(ROOT, LOADGEN)))
+  fail(`--client rust: ${LOADGEN} does not exist; build it with: cargo build --release -p sio-cluster-loadgen`, 2);
 for (const [name, cmd] of [["a", opts.a], ["b", opts.b]]) {
   if (!cmd.includes("{P}")) fail(`--${name}: the command must contain {P} (the port): "${cmd}"`, 2);
   const exe = cmd.trim().split(/\s+/)[0];
@@ -285,8 +294,9 @@ async function waitReady(c, url) {
 }
 
 function runLoad(url, clients, clusterPid, jsonFile) {
+  const rust = opts.client === "rust";
   const args = [
-    join(BENCH, "load.mjs"),
+    ...(rust ? ["run"] : [join(BENCH, "load.mjs")]),
     "--url", url,
     "--clients", String(clients),
     "--rooms", String(opts.rooms),
@@ -297,8 +307,7 @@ function runLoad(url, clients, clusterPid, jsonFile) {
     "--warmup", String(opts.warmup),
     "--duration", String(opts.duration),
     "--transport", opts.transport,
-    "--procs", String(opts.procs),
-    "--client", opts.client,
+    ...(rust ? ["--threads", String(opts.threads)] : ["--procs", String(opts.procs), "--client", opts.client]),
     "--payload-bytes", String(opts.payloadBytes),
     "--cluster-pid", String(clusterPid),
     "--connect-timeout", String(opts.connectTimeout),
@@ -306,7 +315,7 @@ function runLoad(url, clients, clusterPid, jsonFile) {
     "--quiet",
   ];
   return new Promise((res) => {
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(rust ? resolve(ROOT, LOADGEN) : process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));
@@ -353,7 +362,7 @@ outer: for (let round = 1; round <= opts.rounds; round++) {
       try {
         run.ready_ms = await waitReady(c, url);
         const r = await runLoad(url, clients, c.pid, jsonFile);
-        if (r.code !== 0) throw new Error(`load.mjs failed (exit ${r.code}): ${r.err || r.out}`);
+        if (r.code !== 0) throw new Error(`${opts.client === "rust" ? "sio-cluster-loadgen" : "load.mjs"} failed (exit ${r.code}): ${r.err || r.out}`);
         run.result = JSON.parse(readFileSync(jsonFile, "utf8"));
         run.ok = true;
         const x = run.result;
@@ -397,6 +406,10 @@ for (const clients of opts.clients) {
       lost_fraction: m((x) => x.lost_fraction),
       crossed_fraction: m((x) => x.crossed_fraction),
       harness_cpu_percent: m((x) => x.harness.cpu_percent_total),
+      // harness CPU per delivery received, in µs (any client implementation)
+      harness_us_per_delivery: m((x) =>
+        x.deliveries_per_s ? Math.round((x.harness.cpu_percent_total * 1e4 * 1000) / x.deliveries_per_s) / 1000 : null
+      ),
       cluster_cpu_percent: m((x) => x.cluster.cpu_percent),
       machine_busy_percent: m((x) => x.machine.busy_percent),
       other_cpu_percent: m((x) => x.machine.other_percent),
@@ -418,10 +431,10 @@ const lines = [];
 lines.push(
   `\nmedians over ${opts.rounds} round(s), ${opts.workers} workers, mode ${opts.mode}` +
     (opts.mode === "max" ? ` W=${opts.window}` : ` ${opts.rate} msg/s`) +
-    `, R=${opts.rooms} S=${opts.senders}, ${opts.transport}${opts.client === "raw" ? " (raw client)" : ""}, ${opts.duration}s measured; A=${opts.aName} B=${opts.bName}`
+    `, R=${opts.rooms} S=${opts.senders}, ${opts.transport}${opts.client !== "sio" ? ` (${opts.client} client)` : ""}, ${opts.duration}s measured; A=${opts.aName} B=${opts.bName}`
 );
 lines.push(
-  ["clients", "A deliv/s", "B deliv/s", "A/B", "A p50", "B p50", "A p99", "B p99", "A/B p99", "A lost", "B lost", "A cpu", "B cpu", "harness", "other"].map((h) => h.padStart(10)).join("")
+  ["clients", "A deliv/s", "B deliv/s", "A/B", "A p50", "B p50", "A p99", "B p99", "A/B p99", "A lost", "B lost", "A cpu", "B cpu", "harness", "us/deliv", "other"].map((h) => h.padStart(10)).join("")
 );
 for (const r of summary) {
   lines.push(
@@ -430,12 +443,13 @@ for (const r of summary) {
       fmt(r.A.p50_ms, 2), fmt(r.B.p50_ms, 2), fmt(r.A.p99_ms, 2), fmt(r.B.p99_ms, 2), fmt(r.ratio.p99, 2),
       fmt(r.A.lost), fmt(r.B.lost), fmt(r.A.cluster_cpu_percent), fmt(r.B.cluster_cpu_percent),
       `${fmt(r.A.harness_cpu_percent)}/${fmt(r.B.harness_cpu_percent)}`,
+      `${fmt(r.A.harness_us_per_delivery, 1)}/${fmt(r.B.harness_us_per_delivery, 1)}`,
       `${fmt(r.A.other_cpu_percent)}/${fmt(r.B.other_cpu_percent)}`,
     ].map((v) => String(v).padStart(10)).join("")
   );
 }
 lines.push(
-  `(latencies in ms; cpu = % of one core during the measurement, ${cpus().length} cores in all; harness = load.mjs CPU with A/B; ` +
+  `(latencies in ms; cpu = % of one core during the measurement, ${cpus().length} cores in all; harness = load client CPU with A/B, us/deliv = its CPU per delivery in µs; ` +
     `other = CPU used by other processes on the machine with A/B: when it is not near 0 the figures are disturbed)`
 );
 console.log(lines.join("\n"));

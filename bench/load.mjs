@@ -46,10 +46,14 @@ emit "to" and the receivers measure deliveries and latency.
   --duration SEC            measurement window (default 10)
   --drain SEC               at most this long to wait for the measured deliveries (default 3)
   --transport T             websocket (default) or polling
-  --client sio|raw          sio: socket.io-client (default); raw: the minimal
+  --client sio|raw|rust     sio: socket.io-client (default); raw: the minimal
                             WebSocket-only client of lib/raw-client.mjs, several
                             times cheaper per delivery (for when the harness is
-                            the bottleneck; websocket transport only)
+                            the bottleneck; websocket transport only); rust: runs
+                            target/release/sio-cluster-loadgen run with these
+                            options instead (same workload and report, cheaper
+                            still; --procs ignored, see --threads)
+  --threads T               --client rust: tokio worker threads (default 1)
   --procs P                 client processes (default 1); clients are dealt round-robin
   --payload-bytes B         add a string of B bytes to each payload (default 0)
   --connect-concurrency K   handshakes in flight per process (default 50)
@@ -122,6 +126,7 @@ function parseOptions(argv) {
         drain: { type: "string", default: "3" },
         transport: { type: "string", default: "websocket" },
         client: { type: "string", default: "sio" },
+        threads: { type: "string", default: "1" },
         procs: { type: "string", default: "1" },
         "payload-bytes": { type: "string", default: "0" },
         "connect-concurrency": { type: "string", default: "50" },
@@ -163,6 +168,7 @@ function parseOptions(argv) {
     drain: num("drain", { int: false, min: 0 }),
     transport: values.transport,
     client: values.client,
+    threads: num("threads", { min: 1, max: 256 }),
     procs: num("procs", { min: 1, max: 64 }),
     payloadBytes: num("payload-bytes", { min: 0, max: 10_000_000 }),
     connectConcurrency: num("connect-concurrency", { min: 1 }),
@@ -177,8 +183,8 @@ function parseOptions(argv) {
   };
   if (!["max", "rate"].includes(o.mode)) fail(`--mode: expected max or rate, got "${o.mode}"`, 2);
   if (!["websocket", "polling"].includes(o.transport)) fail(`--transport: expected websocket or polling, got "${o.transport}"`, 2);
-  if (!["sio", "raw"].includes(o.client)) fail(`--client: expected sio or raw, got "${o.client}"`, 2);
-  if (o.client === "raw" && o.transport !== "websocket") fail(`--client raw supports only --transport websocket`, 2);
+  if (!["sio", "raw", "rust"].includes(o.client)) fail(`--client: expected sio, raw or rust, got "${o.client}"`, 2);
+  if (o.client !== "sio" && o.transport !== "websocket") fail(`--client ${o.client} supports only --transport websocket`, 2);
   if (o.senders > o.clients) fail(`--senders (${o.senders}) cannot exceed --clients (${o.clients})`, 2);
   if (o.procs > o.clients) o.procs = o.clients;
   try {
@@ -787,10 +793,34 @@ async function runParent(opts) {
   process.exit(0);
 }
 
+// --client rust: the same run by the Rust load generator (bench/loadgen).
+async function runRust(o) {
+  const { spawn } = await import("node:child_process");
+  const { existsSync } = await import("node:fs");
+  const bin = fileURLToPath(new URL("../target/release/sio-cluster-loadgen", import.meta.url));
+  if (!existsSync(bin)) fail(`--client rust: ${bin} does not exist; build it with: cargo build --release -p sio-cluster-loadgen`, 2);
+  const args = ["run", "--url", o.url, "--clients", o.clients, "--rooms", o.rooms, "--senders", o.senders,
+    "--mode", o.mode, "--window", o.window, "--rate", o.rate, "--warmup", o.warmup, "--duration", o.duration,
+    "--drain", o.drain, "--threads", o.threads, "--payload-bytes", o.payloadBytes,
+    "--connect-concurrency", o.connectConcurrency, "--handshake-timeout", o.handshakeTimeout,
+    "--connect-retries", o.connectRetries, "--connect-timeout", o.connectTimeout, "--msg-timeout", o.msgTimeout,
+    ...(o.expectWorkers !== null ? ["--expect-workers", o.expectWorkers] : []),
+    ...(o.clusterPid !== null ? ["--cluster-pid", o.clusterPid] : []),
+    ...(o.jsonOut ? ["--json-out", o.jsonOut] : []),
+    ...(o.quiet ? ["--quiet"] : [])].map(String);
+  const child = spawn(bin, args, { stdio: "inherit" });
+  const forward = (sig) => child.kill(sig);
+  process.on("SIGINT", forward).on("SIGTERM", forward);
+  child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+}
+
 if (process.env.SIO_LOAD_CHILD === "1" && process.send) {
   runChild();
 } else {
   const opts = parseOptions(process.argv.slice(2));
-  ensureDeps();
-  runParent(opts);
+  if (opts.client === "rust") runRust(opts);
+  else {
+    ensureDeps();
+    runParent(opts);
+  }
 }
