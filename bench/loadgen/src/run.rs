@@ -63,7 +63,7 @@ pub struct RunArgs {
     /// Number of clients.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub clients: u32,
-    /// Number of rooms; client i joins room r{i % R}.
+    /// Number of rooms; client i joins room r{hash(i) % R} (see [`room_of`]).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub rooms: u32,
     /// Senders: clients 0..S-1; sender k sends to room r{k % R}.
@@ -405,7 +405,7 @@ async fn client_task(
     phase_rx: watch::Receiver<Phase>,
 ) -> ClientStats {
     let o = &shared.o;
-    let room = format!("r{}", idx % o.rooms as usize);
+    let room = format!("r{}", room_of(idx, o.rooms as usize));
     let mut errors = Vec::new();
     let mut retries = 0;
     let hs = Duration::from_millis(o.handshake_timeout);
@@ -443,7 +443,7 @@ async fn client_task(
     drop(conn_tx);
     let mut c = Client {
         idx,
-        room,
+        target: format!("r{}", idx % o.rooms as usize),
         worker: conn.worker,
         sid: conn.sid,
         shared: shared.clone(),
@@ -455,7 +455,8 @@ async fn client_task(
 
 struct Client {
     idx: usize,
-    room: String,
+    /// The room this client sends to when it is a sender: r{k % R}.
+    target: String,
     worker: i64,
     sid: String,
     shared: Arc<Shared>,
@@ -744,7 +745,7 @@ impl Client {
             if t >= plan.measure_start {
                 s.measured += 1;
             }
-            let frame = proto::to_event(&self.room, t, seq, s.k, &self.shared.pad);
+            let frame = proto::to_event(&self.target, t, seq, s.k, &self.shared.pad);
             ws.feed(Message::text(frame))
                 .await
                 .map_err(|e| format!("transport error: {e}"))?;
@@ -804,7 +805,7 @@ impl Client {
         }
         for _ in 0..n {
             let t = sys::now_us();
-            let frame = proto::to_event(&self.room, t, s.seq, s.k, &self.shared.pad);
+            let frame = proto::to_event(&self.target, t, s.seq, s.k, &self.shared.pad);
             s.seq += 1;
             if t >= plan.measure_start && t < plan.measure_end {
                 s.measured += 1;
@@ -1072,7 +1073,7 @@ async fn run_inner(o: RunArgs) -> Result<()> {
         if i < senders {
             sender_worker[i] = w;
         }
-        room_size[i % rooms] += 1;
+        room_size[room_of(i, rooms)] += 1;
     }
     let senders_connected = sender_worker.iter().filter(|&&w| w >= 0).count();
     if senders_connected == 0 {
@@ -1380,5 +1381,24 @@ mod tests {
         assert_eq!(quantile_ms(&v, 1.0), Some(1.0));
         assert_eq!(quantile_ms(&[], 0.5), None);
         assert_eq!(quantile_ms(&[7000], 0.001), Some(7.0));
+    }
+}
+
+/// The room client `i` joins: a hash of `i` (the same as `bench/load.mjs`),
+/// so every room has members on every worker whatever order the balancer
+/// placed the clients in.
+pub fn room_of(i: usize, rooms: usize) -> usize {
+    ((i as u32).wrapping_add(1).wrapping_mul(0x9e37_79b1) >> 16) as usize % rooms.max(1)
+}
+
+#[cfg(test)]
+mod room_tests {
+    use super::room_of;
+
+    #[test]
+    fn rooms_match_load_mjs() {
+        // node -e '[0..6].map(i => (Math.imul(i + 1, 0x9e3779b1) >>> 16) % 10)'
+        let got: Vec<usize> = (0..7).map(|i| room_of(i, 10)).collect();
+        assert_eq!(got, vec![3, 0, 4, 1, 9, 2, 0]);
     }
 }
