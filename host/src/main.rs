@@ -92,6 +92,11 @@ struct RunArgs {
 struct DemoArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Proxy WebSocket bytes through the primary instead of handing the
+    /// connections to the demo workers (handoff is on by default for `demo`,
+    /// whose workers accept handed-off connections).
+    #[arg(long, conflicts_with = "handoff_websocket")]
+    no_handoff: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -215,7 +220,10 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => match std::env::current_exe() {
             Ok(exe) => run_cluster(
                 &runtime,
-                args.cluster,
+                ClusterArgs {
+                    handoff_websocket: !args.no_handoff,
+                    ..args.cluster
+                },
                 vec![exe.into(), "demo-worker".into()],
             ),
             Err(e) => {

@@ -145,6 +145,8 @@ for (const transport of ["websocket", "polling"]) {
       await call(a, "join", r);
       await call(b, "join", r);
       assert.equal(await call(b2, "sockets_join", r, r2), true);
+      // Fire-and-forget across workers, as upstream (whose test sleeps 100 ms).
+      await sleep(100);
       const got = (await call(a2, "fetch", r2)).map((s) => s.id).sort();
       assert.deepEqual(got, [a.id, b.id].sort());
       // The new room is real on both workers: a broadcast to it reaches them.
@@ -164,6 +166,7 @@ for (const transport of ["websocket", "polling"]) {
       }
       await call(b2, "join", r2);
       assert.equal(await call(a2, "sockets_leave", r1, r2), true);
+      await sleep(100);
       const left = (await call(b, "fetch", r2)).map((s) => s.id);
       assert.deepEqual(left, [b2.id]);
       const still = (await call(b, "fetch", r1)).map((s) => s.id).sort();
