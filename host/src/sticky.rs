@@ -790,6 +790,10 @@ fn websocket_upgrade_sid(head: &[u8]) -> Option<Option<String>> {
 }
 
 /// Hands a first-request WebSocket upgrade to its worker; proxies the rest.
+/// How long a new session handed to a worker counts for least-connection
+/// before the worker's own report (`SessionOpened`) is expected to.
+const HANDED_OFF_GRACE: Duration = Duration::from_secs(2);
+
 async fn serve_with_handoff(
     router: Arc<Router>,
     mut stream: tokio::net::TcpStream,
@@ -807,6 +811,17 @@ async fn serve_with_handoff(
                 bump(&router.stats.handoffs);
                 bump(&router.stats.requests);
                 debug!(%peer, worker = route.index, "websocket handed off");
+                if sid.is_none() {
+                    // A new session the primary will not see again: count it
+                    // for least-connection until the worker has had time to
+                    // report it, so a burst of connections is spread.
+                    router.adjust_pending(route, true);
+                    let router = router.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(HANDED_OFF_GRACE).await;
+                        router.adjust_pending(route, false);
+                    });
+                }
                 return;
             }
             Ok(Err(e)) => {
