@@ -1,6 +1,7 @@
 //! The demo worker: a socketioxide server on [`WasmClusterAdapter`] that
 //! implements `shared/demo-contract.md` on namespace `/` (and the same events
-//! on `/custom`, to show namespaces are separate clusters).
+//! on `/custom` and on the tenant namespaces `/tenant/<id>`, to show that
+//! namespaces are separate clusters, each on its own component instance).
 //!
 //! `sio-cluster-host demo` runs the primary with this worker as its command;
 //! the acceptance tests and benchmarks drive it through the contract.
@@ -31,6 +32,22 @@ pub const SOCKET_BUFFER: usize = 65_536;
 
 /// Namespaces the demo serves.
 pub const NAMESPACES: [&str; 2] = ["/", "/custom"];
+
+/// Tenant namespaces (dynamic): `/tenant/<id>`.
+pub const TENANT_NAMESPACES: &str = "/tenant/{id}";
+
+/// Answers other workers' server-side `ping` on `nsp` with this worker's index.
+fn answer_pings(cluster: &WasmCluster, nsp: &str) {
+    let worker = cluster.worker_index();
+    cluster.on_server_event(nsp, move |ev| {
+        if ev.event == "ping"
+            && let Some(reply) = ev.reply
+            && let Err(e) = reply.send(&worker)
+        {
+            warn!(error = %e, "server-side reply failed");
+        }
+    });
+}
 
 /// Errors that stop the demo worker (with the exit code it uses).
 #[derive(Debug, thiserror::Error)]
@@ -319,16 +336,19 @@ pub async fn run_worker() -> Result<(), DemoError> {
         })
         .await
         .map_err(|e| DemoError::Cluster(format!("namespace {nsp}: {e}")))?;
-        let worker = cluster.worker_index();
-        cluster.on_server_event(nsp, move |ev| {
-            if ev.event == "ping"
-                && let Some(reply) = ev.reply
-                && let Err(e) = reply.send(&worker)
-            {
-                warn!(error = %e, "server-side reply failed");
-            }
-        });
+        answer_pings(&cluster, nsp);
     }
+    // Tenants: one dynamic namespace per tenant, each with its own adapter
+    // instance (own Store, own limits), created on its first client here.
+    let c = cluster.clone();
+    io.dyn_ns(
+        TENANT_NAMESPACES,
+        move |s: SocketRef<Adapter>, io: SocketIo<Adapter>| {
+            answer_pings(&c, s.ns());
+            on_connect(c.clone(), s, io)
+        },
+    )
+    .map_err(|e| DemoError::Cluster(format!("namespace {TENANT_NAMESPACES}: {e}")))?;
     // With `--handoff-websocket` (on by default for `demo`) the primary
     // passes WebSocket connections here instead of proxying their bytes.
     match env.handoff_receiver() {

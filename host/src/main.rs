@@ -137,6 +137,15 @@ struct ClusterArgs {
     /// reading its link is disconnected at this limit (and restarted by `run`).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_queued_bytes: usize,
+    /// Memory cap of each adapter instance in bytes, passed to workers as
+    /// SIO_CLUSTER_INSTANCE_MEMORY [default in workers: 64 MiB]. There is one
+    /// instance per namespace, so per tenant where tenants are namespaces.
+    #[arg(long, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(65536..))]
+    instance_memory: Option<usize>,
+    /// CPU bound of one call into an adapter instance in ms, passed as
+    /// SIO_CLUSTER_INSTANCE_CPU_MS [default in workers: 1000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    instance_cpu_ms: Option<u64>,
     /// Forget a session learnt from a handshake response after this many
     /// seconds without a request (sessions reported by the worker are kept
     /// until it reports them closed).
@@ -292,6 +301,8 @@ fn run_cluster(
         },
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(10),
+        instance_memory: args.instance_memory,
+        instance_cpu_ms: args.instance_cpu_ms,
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 //!   trusted worker `i`;
 //! * `SIO_CLUSTER_WORKER=i`, `SIO_CLUSTER_WORKERS=N`,
 //!   `SIO_CLUSTER_HEARTBEAT_INTERVAL`, `SIO_CLUSTER_HEARTBEAT_TIMEOUT`,
+//!   `SIO_CLUSTER_INSTANCE_MEMORY`, `SIO_CLUSTER_INSTANCE_CPU_MS` (when set),
 //!   `SIO_CLUSTER_MAX_FRAME`;
 //! * with `--handoff-websocket`, a `SOCK_SEQPACKET` socketpair for
 //!   WebSocket handoff, the child's end as fd 5 (`SIO_CLUSTER_HANDOFF=fd:5`,
@@ -76,6 +77,10 @@ pub struct RunConfig {
     pub backoff_min: Duration,
     /// Largest restart delay.
     pub backoff_max: Duration,
+    /// Memory cap of each adapter instance, passed as `SIO_CLUSTER_INSTANCE_MEMORY`.
+    pub instance_memory: Option<usize>,
+    /// CPU bound of one call into an instance (ms), `SIO_CLUSTER_INSTANCE_CPU_MS`.
+    pub instance_cpu_ms: Option<u64>,
 }
 
 /// Why `run` failed.
@@ -180,6 +185,12 @@ impl WorkerCtx {
             .kill_on_drop(true);
         if handoff.is_some() {
             cmd.env("SIO_CLUSTER_HANDOFF", format!("fd:{CHILD_HANDOFF_FD}"));
+        }
+        if let Some(m) = cfg.instance_memory {
+            cmd.env("SIO_CLUSTER_INSTANCE_MEMORY", m.to_string());
+        }
+        if let Some(ms) = cfg.instance_cpu_ms {
+            cmd.env("SIO_CLUSTER_INSTANCE_CPU_MS", ms.to_string());
         }
         let (a, b, c) = (ipc_fd.as_raw_fd(), listen_fd.as_raw_fd(), handoff_child_fd);
         // SAFETY: getpid is async-signal-safe; read before fork.

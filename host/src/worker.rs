@@ -17,6 +17,8 @@
 //! | `SIO_CLUSTER_HEARTBEAT_INTERVAL` | adapter heartbeat interval in ms (default 5000) |
 //! | `SIO_CLUSTER_HEARTBEAT_TIMEOUT` | adapter heartbeat timeout in ms (default 10000) |
 //! | `SIO_CLUSTER_MAX_FRAME` | largest frame payload in bytes (default 64 MiB) |
+//! | `SIO_CLUSTER_INSTANCE_MEMORY` | memory cap of each adapter instance in bytes (default 64 MiB) |
+//! | `SIO_CLUSTER_INSTANCE_CPU_MS` | CPU bound of one call into an adapter instance in ms (default 1000) |
 //! | `SIO_CLUSTER_MAX_QUEUED` | bytes each direction of the link may queue in this process (default 64 MiB), see below |
 //!
 //! **Link-close policy:** when the link to the hub closes (the primary exited or
@@ -153,6 +155,10 @@ pub struct WorkerEnv {
     pub heartbeat_timeout: Duration,
     /// `SIO_CLUSTER_MAX_FRAME`.
     pub max_frame: usize,
+    /// `SIO_CLUSTER_INSTANCE_MEMORY`: memory cap of each adapter instance (bytes).
+    pub instance_memory: Option<usize>,
+    /// `SIO_CLUSTER_INSTANCE_CPU_MS`: CPU bound of one call into an instance (ms).
+    pub instance_cpu_ms: Option<u64>,
     /// `SIO_CLUSTER_MAX_QUEUED`; overrides [`LinkOptions::max_queued_bytes`]
     /// in [`WorkerLink::connect`] when set.
     pub max_queued: Option<usize>,
@@ -177,6 +183,20 @@ where
         name,
         reason: e.to_string(),
     })
+}
+
+/// An optional positive integer variable.
+fn positive(name: &'static str) -> Result<Option<usize>, LinkError> {
+    match var(name)? {
+        None => Ok(None),
+        Some(v) => match parse::<usize>(name, &v)? {
+            0 => Err(LinkError::BadEnv {
+                name,
+                reason: "must be at least 1".into(),
+            }),
+            n => Ok(Some(n)),
+        },
+    }
 }
 
 fn parse_fd(name: &'static str, v: &str) -> Result<RawFd, LinkError> {
@@ -261,6 +281,8 @@ impl WorkerEnv {
                 Some(v) => parse("SIO_CLUSTER_MAX_FRAME", &v)?,
                 None => ipc::DEFAULT_MAX_FRAME,
             },
+            instance_memory: positive("SIO_CLUSTER_INSTANCE_MEMORY")?,
+            instance_cpu_ms: positive("SIO_CLUSTER_INSTANCE_CPU_MS")?.map(|n| n as u64),
             max_queued: match var("SIO_CLUSTER_MAX_QUEUED")? {
                 Some(v) => match parse::<usize>("SIO_CLUSTER_MAX_QUEUED", &v)? {
                     0 => {

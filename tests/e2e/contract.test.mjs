@@ -245,6 +245,28 @@ for (const transport of ["websocket", "polling"]) {
       closeAll();
     });
 
+    test("tenants: each /tenant/<id> namespace is its own cluster", async () => {
+      const ta = `/tenant/a${uniq++}`;
+      const tb = `/tenant/b${uniq++}`;
+      const [[a0], [a1]] = await clients(1, ta);
+      const [[b0], [b1]] = await clients(1, tb);
+      const shared = room("shared");
+      for (const s of [a0, a1, b0, b1]) await call(s, "join", shared);
+      // Both workers now host an instance of each tenant.
+      assert.equal(await call(a0, "server_count"), 2);
+      assert.equal(await call(b1, "server_count"), 2);
+      const ids = (await call(a1, "fetch", shared)).map((s) => s.id).sort();
+      assert.deepEqual(ids, [a0.id, a1.id].sort());
+      const other = [record(b0, "t"), record(b1, "t")];
+      const waits = [a0, a1].map((s) => next(s, "t"));
+      a1.emit("all", "t", "tenant a only");
+      for (const args of await Promise.all(waits)) assert.deepEqual(args, ["tenant a only"]);
+      assert.deepEqual(await call(b0, "server_emit", 1), { err: null, responses: [1] });
+      await sleep(100);
+      assert.deepEqual(other, [[], []]);
+      closeAll();
+    });
+
     test("namespaces are separate (upstream 2)", async () => {
       const [[c0], [c1]] = await clients(1, "/custom");
       const [[m0], [m1]] = await clients(1, "/");

@@ -48,14 +48,32 @@ impl Default for ClusterSettings {
 
 impl ClusterSettings {
     /// Defaults, with the heartbeat and frame settings the primary passed.
+    /// Per-instance limits come from `SIO_CLUSTER_INSTANCE_MEMORY` and
+    /// `SIO_CLUSTER_INSTANCE_CPU_MS` (`run --instance-memory/--instance-cpu-ms`).
     pub fn from_env(env: &WorkerEnv) -> Self {
+        let limits = instance_limits(env.instance_memory, env.instance_cpu_ms);
         ClusterSettings {
             heartbeat_interval: env.heartbeat_interval,
             heartbeat_timeout: env.heartbeat_timeout,
             max_frame_bytes: u32::try_from(env.max_frame).unwrap_or(u32::MAX),
+            limits,
             ..ClusterSettings::default()
         }
     }
+}
+
+/// Instance limits from a memory cap (bytes) and a CPU bound per call (ms);
+/// unset values keep [`Limits::default`].
+pub fn instance_limits(memory: Option<usize>, cpu_ms: Option<u64>) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(m) = memory {
+        limits.memory_bytes = m;
+    }
+    if let Some(ms) = cpu_ms {
+        // The engine's epoch ticks every 10 ms.
+        limits.cpu_ticks = ms.div_ceil(10).max(1);
+    }
+    limits
 }
 
 /// Counters of one process's adapters.
@@ -428,4 +446,28 @@ fn unrouted(inner: &Inner, nsp: &str, n: usize) {
         .frames_unrouted
         .fetch_add(n as u64, Ordering::Relaxed);
     debug!(nsp, "message for a namespace not served here");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_limits_from_the_environment_values() {
+        assert_eq!(instance_limits(None, None), Limits::default());
+        let l = instance_limits(Some(8 << 20), Some(250));
+        assert_eq!((l.memory_bytes, l.cpu_ticks), (8 << 20, 25));
+        assert_eq!(instance_limits(None, Some(1)).cpu_ticks, 1);
+    }
+
+    #[test]
+    fn server_events_parse_and_bad_ones_are_refused() {
+        let p = event_packet("ping", &serde_json::json!({"a": 1})).unwrap_or_default();
+        let (event, args) = parse_event(&p).unwrap_or_default();
+        assert_eq!(event, "ping");
+        assert_eq!(args, vec![serde_json::json!({"a": 1})]);
+        assert!(parse_event(b"junk").is_none());
+        assert!(parse_event(&EncodedPacket::text("[1]").to_bytes()).is_none());
+        assert!(parse_event(&EncodedPacket::text("[]").to_bytes()).is_none());
+    }
 }
