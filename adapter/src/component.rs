@@ -323,7 +323,7 @@ fn local_op(op: core::LocalOp) -> wit::LocalOp {
     use core::LocalOp as L;
     match op {
         L::Broadcast(o, p) => wit::LocalOp::Broadcast((opts_out(o), p)),
-        L::BroadcastWithAck(q, o, p) => wit::LocalOp::BroadcastWithAck((q, opts_out(o), p)),
+        L::BroadcastWithAck(q, o, p, t) => wit::LocalOp::BroadcastWithAck((q, opts_out(o), p, t)),
         L::Join(o, r) => wit::LocalOp::Join((opts_out(o), r)),
         L::Leave(o, r) => wit::LocalOp::Leave((opts_out(o), r)),
         L::Disconnect(o, c) => wit::LocalOp::Disconnect((opts_out(o), c)),

@@ -241,7 +241,9 @@ impl Node {
                     match self.cfg.rooms {
                         RoomOwner::Host => {
                             let q = self.new_query(query, expires);
-                            out.push(Effect::Apply(LocalOp::BroadcastWithAck(q, opts, packet)));
+                            out.push(Effect::Apply(LocalOp::BroadcastWithAck(
+                                q, opts, packet, timeout_ms,
+                            )));
                         }
                         RoomOwner::Component => {
                             let sids = self.rooms.matching(&opts);
@@ -526,7 +528,9 @@ impl Node {
                 None => {
                     let q = self.new_query(Query::LocalAcks(id), deadline);
                     local_query = Some(q);
-                    out.push(Effect::Apply(LocalOp::BroadcastWithAck(q, opts, packet)));
+                    out.push(Effect::Apply(LocalOp::BroadcastWithAck(
+                        q, opts, packet, timeout_ms,
+                    )));
                 }
                 Some(sids) if !sids.is_empty() => {
                     let q = self.new_query(Query::LocalAcks(id), deadline);

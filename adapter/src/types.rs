@@ -178,7 +178,9 @@ pub enum LocalOp {
     /// Write the packet to the matched sockets.
     Broadcast(Opts, Vec<u8>),
     /// Write it expecting acks; report them on the query.
-    BroadcastWithAck(QueryId, Opts, Vec<u8>),
+    /// The last field is the requester's ack timeout (ms): the host waits that
+    /// long for its clients, not its own default.
+    BroadcastWithAck(QueryId, Opts, Vec<u8>, u32),
     /// Matched sockets join the rooms.
     Join(Opts, Vec<String>),
     /// Matched sockets leave the rooms.

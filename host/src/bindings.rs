@@ -123,7 +123,7 @@ fn local_op_in(op: wit::LocalOp) -> core::LocalOp {
     use core::LocalOp as L;
     match op {
         wit::LocalOp::Broadcast((o, p)) => L::Broadcast(opts_in(o), p),
-        wit::LocalOp::BroadcastWithAck((q, o, p)) => L::BroadcastWithAck(q, opts_in(o), p),
+        wit::LocalOp::BroadcastWithAck((q, o, p, t)) => L::BroadcastWithAck(q, opts_in(o), p, t),
         wit::LocalOp::Join((o, r)) => L::Join(opts_in(o), r),
         wit::LocalOp::Leave((o, r)) => L::Leave(opts_in(o), r),
         wit::LocalOp::Disconnect((o, c)) => L::Disconnect(opts_in(o), c),

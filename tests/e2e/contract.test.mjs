@@ -238,6 +238,18 @@ for (const transport of ["websocket", "polling"]) {
       closeAll();
     });
 
+    test("ask: remote clients wait the requester's timeout, not the server's default", { skip: transport !== "websocket" }, async () => {
+      // socketioxide's default ack timeout is 5 s; a remote client answering
+      // after 5.5 s must still count within an 8 s request (socketioxide#822).
+      const [[a], [b]] = await clients();
+      const r = room("slow");
+      await call(b, "join", r);
+      b.on("question", (_q, cb) => setTimeout(() => cb(b.id), 5500));
+      const res = await a.timeout(15_000).emitWithAck("ask", r, 8000);
+      assert.deepEqual(res, { err: null, responses: [b.id] });
+      closeAll();
+    });
+
     test("server_emit: every other worker answers (upstream 16, 17)", async () => {
       const [[a], [b]] = await clients();
       assert.deepEqual(await call(a, "server_emit", { hello: "world" }), { err: null, responses: [1] });

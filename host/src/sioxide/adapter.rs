@@ -300,17 +300,18 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
                 }
                 Vec::new()
             }
-            LocalOp::BroadcastWithAck(query, opts, bytes) => {
+            LocalOp::BroadcastWithAck(query, opts, bytes, timeout_ms) => {
                 let (o, p) = (opts_of(&opts, &held), self.packet(core, &bytes, &mut held));
                 let (Some(o), Some(p)) = (o, p) else {
                     return self
                         .call(core, |n, now| n.ack_count(now, query, 0))
                         .unwrap_or_default();
                 };
+                // The requester's timeout (socketioxide#822: not our default).
                 let timeout = held
                     .as_ref()
                     .and_then(|h| h.ack_timeout)
-                    .unwrap_or_else(|| self.local.ack_timeout());
+                    .unwrap_or(Duration::from_millis(u64::from(timeout_ms)));
                 let direct = held.as_ref().and_then(|h| h.acks.clone());
                 let (stream, count) = self.local.broadcast_with_ack(p, o, Some(timeout));
                 let out = self

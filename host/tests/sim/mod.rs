@@ -352,7 +352,7 @@ impl Sim {
                     self.seen[i].push(Seen::Packet(sid, packet.clone()));
                 }
             }
-            LocalOp::BroadcastWithAck(q, opts, packet) => {
+            LocalOp::BroadcastWithAck(q, opts, packet, _timeout_ms) => {
                 let sids = self.host_rooms[i].matching(&opts);
                 for sid in &sids {
                     self.seen[i].push(Seen::Packet(sid.clone(), packet.clone()));
