@@ -19,7 +19,7 @@ use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::{SocketIo, SocketIoConfig};
 use tracing::{error, info, warn};
 
-use crate::handoff::PrefixedIo;
+use crate::handoff::accept_loop;
 use crate::sioxide::{WasmCluster, WasmClusterAdapter};
 use crate::worker::WorkerEnv;
 
@@ -354,27 +354,15 @@ pub async fn run_worker() -> Result<(), DemoError> {
     match env.handoff_receiver() {
         Ok(Some(handoffs)) => {
             let svc = svc.clone();
-            tokio::spawn(async move {
-                while let Ok(Some((stream, prefix))) = handoffs.accept().await {
-                    let Ok(stream) = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
-                    else {
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(
-                            TokioIo::new(PrefixedIo::new(prefix, stream)),
-                            svc.clone(),
-                        )
-                        .with_upgrades();
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "handed-off connection ended with an error");
-                        }
-                    });
-                }
+            accept_loop(handoffs, move |io| {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), svc.clone())
+                    .with_upgrades();
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "handed-off connection ended with an error");
+                    }
+                });
             });
         }
         Ok(None) => {}

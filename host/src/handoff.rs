@@ -177,6 +177,27 @@ impl HandoffReceiver {
     }
 }
 
+/// Accepts handed-off connections until the primary closes the socket and
+/// gives each one, ready for tokio and with its already-read bytes in front,
+/// to `serve` (which should spawn).
+pub fn accept_loop(
+    receiver: HandoffReceiver,
+    serve: impl Fn(PrefixedIo<tokio::net::TcpStream>) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(Some((stream, prefix))) = receiver.accept().await {
+            let Ok(stream) = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            serve(PrefixedIo::new(prefix, stream));
+        }
+    })
+}
+
 /// An I/O object that yields `prefix` before reading from `inner`; writes go
 /// straight to `inner`.
 #[derive(Debug)]

@@ -62,7 +62,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sio_cluster_host::handoff::PrefixedIo;
+use sio_cluster_host::handoff::accept_loop;
 use sio_cluster_host::sticky::query_param;
 use sio_cluster_host::worker::{
     Incoming as HubMsg, LinkOptions, LinkSender, WorkerEnv, WorkerLink,
@@ -426,17 +426,8 @@ async fn main() -> std::process::ExitCode {
     match env.handoff_receiver() {
         Ok(Some(handoffs)) => {
             let state = state.clone();
-            tokio::spawn(async move {
-                while let Ok(Some((stream, prefix))) = handoffs.accept().await {
-                    let Ok(stream) = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
-                    else {
-                        continue;
-                    };
-                    let io = PrefixedIo::new(prefix, stream);
-                    tokio::spawn(serve(state.clone(), "handoff", io));
-                }
+            accept_loop(handoffs, move |io| {
+                tokio::spawn(serve(state.clone(), "handoff", io));
             });
         }
         Ok(None) => {}

@@ -480,8 +480,33 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
         }
     }
 
-    fn rooms_list(rooms: impl RoomParam) -> Vec<String> {
-        rooms.into_room_iter().map(|r| r.to_string()).collect()
+    /// `io.join` / `io.leave`: sockets-join or sockets-leave cluster-wide.
+    fn rooms_op(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+        join: bool,
+    ) -> Result<(), Error> {
+        let core = self.core()?;
+        if opts.is_local(core.server) {
+            if join {
+                self.local.add_sockets(opts, rooms);
+            } else {
+                self.local.del_sockets(opts, rooms);
+            }
+            return Ok(());
+        }
+        let o = opts_from_sx(&opts, self.own(core));
+        let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
+        let effects = self.call(core, |n, now| {
+            if join {
+                n.sockets_join(now, o, rooms)
+            } else {
+                n.sockets_leave(now, o, rooms)
+            }
+        })?;
+        self.carry(core, effects, Some(self.held(None, &opts)));
+        Ok(())
     }
 }
 
@@ -698,16 +723,7 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
         opts: BroadcastOptions,
         rooms: impl RoomParam,
     ) -> Result<(), Error> {
-        let core = self.core()?;
-        if opts.is_local(core.server) {
-            self.local.add_sockets(opts, rooms);
-            return Ok(());
-        }
-        let o = opts_from_sx(&opts, self.own(core));
-        let rooms = Self::rooms_list(rooms);
-        let effects = self.call(core, |n, now| n.sockets_join(now, o, rooms))?;
-        self.carry(core, effects, Some(self.held(None, &opts)));
-        Ok(())
+        self.rooms_op(opts, rooms, true)
     }
 
     async fn del_sockets(
@@ -715,16 +731,7 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
         opts: BroadcastOptions,
         rooms: impl RoomParam,
     ) -> Result<(), Error> {
-        let core = self.core()?;
-        if opts.is_local(core.server) {
-            self.local.del_sockets(opts, rooms);
-            return Ok(());
-        }
-        let o = opts_from_sx(&opts, self.own(core));
-        let rooms = Self::rooms_list(rooms);
-        let effects = self.call(core, |n, now| n.sockets_leave(now, o, rooms))?;
-        self.carry(core, effects, Some(self.held(None, &opts)));
-        Ok(())
+        self.rooms_op(opts, rooms, false)
     }
 
     async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {
