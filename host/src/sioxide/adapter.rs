@@ -10,7 +10,7 @@
 //! component.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::Error;
 use super::acks::{AckItem, AckStream, ClusterAcks};
-use super::cluster::{ServerReply, Space, WasmCluster};
+use super::cluster::{Counters, ServerReply, Space, WasmCluster};
 use super::convert::{
     bytes_to_value, decode_packet, encode_packet, opts_from_sx, opts_to_sx, uid_to_server,
     value_to_bytes,
@@ -67,6 +67,13 @@ struct Core {
     node: Mutex<WasmNode>,
     waiters: Mutex<HashMap<RequestId, Waiter>>,
     wake: Notify,
+}
+
+impl Core {
+    /// Adds `n` to one of the process's counters; returns its previous value.
+    fn count(&self, pick: impl Fn(&Counters) -> &AtomicU64, n: u64) -> u64 {
+        pick(&self.cluster.inner.counters).fetch_add(n, Ordering::Relaxed)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,11 +155,7 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
         match res {
             Ok(v) => Ok(v),
             Err(NodeError::Trapped { reason, effects }) => {
-                core.cluster
-                    .inner
-                    .counters
-                    .traps
-                    .fetch_add(1, Ordering::Relaxed);
+                core.count(|c| &c.traps, 1);
                 warn!(nsp = core.nsp, %reason, "adapter instance trapped and was replaced");
                 self.carry(core, effects, None);
                 core.wake.notify_one();
@@ -251,11 +254,7 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
         match opts_to_sx(opts, self.own(core)) {
             Ok(o) => Some(o),
             Err(e) => {
-                core.cluster
-                    .inner
-                    .counters
-                    .bad_remote_data
-                    .fetch_add(1, Ordering::Relaxed);
+                core.count(|c| &c.bad_remote_data, 1);
                 warn!(
                     nsp = core.nsp,
                     error = e,
@@ -273,11 +272,7 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
         match decode_packet(self.local.parser(), bytes) {
             Ok(p) => Some(p),
             Err(e) => {
-                core.cluster
-                    .inner
-                    .counters
-                    .bad_remote_data
-                    .fetch_add(1, Ordering::Relaxed);
+                core.count(|c| &c.bad_remote_data, 1);
                 warn!(nsp = core.nsp, error = %e, "undecodable packet from another node");
                 None
             }
@@ -424,12 +419,7 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
     /// socketioxide refused a packet for some local sockets (their buffer
     /// is full or they are closing): counted, and logged at powers of two.
     fn count_dropped(&self, core: &Core, n: usize) {
-        let before = core
-            .cluster
-            .inner
-            .counters
-            .local_drops
-            .fetch_add(n as u64, Ordering::Relaxed);
+        let before = core.count(|c| &c.local_drops, n as u64);
         let after = before + n as u64;
         if before == 0 || before.leading_zeros() != after.leading_zeros() {
             warn!(
@@ -517,11 +507,7 @@ impl<E: SocketEmitter<AckError = AckError>> Space for WasmClusterAdapter<E> {
         match res {
             Ok(Ok(effects)) => self.carry(core, effects, None),
             Ok(Err(e)) => {
-                core.cluster
-                    .inner
-                    .counters
-                    .frames_refused
-                    .fetch_add(1, Ordering::Relaxed);
+                core.count(|c| &c.frames_refused, 1);
                 warn!(nsp = core.nsp, error = %e, "adapter frame refused");
             }
             Err(e) => debug!(nsp = core.nsp, error = %e, "incoming message failed"),
@@ -546,11 +532,7 @@ impl<E: SocketEmitter<AckError = AckError>> Space for WasmClusterAdapter<E> {
         match self.call(core, |n, now| n.on_frames(now, &batch)) {
             Ok((effects, errors)) => {
                 if !errors.is_empty() {
-                    core.cluster
-                        .inner
-                        .counters
-                        .frames_refused
-                        .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                    core.count(|c| &c.frames_refused, errors.len() as u64);
                     warn!(nsp = core.nsp, refused = errors.len(), first = %errors[0], "adapter frames refused");
                 }
                 self.carry(core, effects, None);
@@ -789,11 +771,7 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
         let mut out = Vec::with_capacity(infos.len());
         for s in infos {
             let Ok(id) = s.id.parse::<Sid>() else {
-                core.cluster
-                    .inner
-                    .counters
-                    .bad_remote_data
-                    .fetch_add(1, Ordering::Relaxed);
+                core.count(|c| &c.bad_remote_data, 1);
                 warn!(
                     nsp = core.nsp,
                     id = s.id,
