@@ -78,6 +78,17 @@ impl GuestNode for NodeResource {
         (effects(out), errors.into_iter().map(frame_error).collect())
     }
 
+    fn on_frames_packed(&self, now: u64, batch: Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(batch.len() + 16);
+        self.with(|n| n.on_frames_packed(now, &batch, &mut out));
+        #[cfg(feature = "misbehave")]
+        if batch.ends_with(b"\0misbehave:packed") {
+            // A result no host can decode.
+            out.push(0xff);
+        }
+        out
+    }
+
     fn node_down(&self, now: u64, uid: u64) -> Vec<wit::Effect> {
         effects(self.with(|n| n.node_down(now, uid)))
     }

@@ -8,12 +8,14 @@
 //! - [`types`]: the values hosts pass in and the [`Effect`]s they get back;
 //! - [`node`]: one adapter node per namespace;
 //! - [`wire`]: the message types and the versioned postcard envelope;
+//! - [`packed`]: effects as one byte list (the fast `on-frames-packed` result);
 //! - [`rooms`], [`heartbeat`], [`requests`]: the parts of a node.
 //!
 //! No IO and no clock: time is an argument, so runs are deterministic.
 
 pub mod heartbeat;
 pub mod node;
+pub mod packed;
 pub mod requests;
 pub mod rooms;
 pub mod types;

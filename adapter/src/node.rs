@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::heartbeat::Liveness;
+use crate::packed;
 use crate::requests::{Collect, PendingQuery, Query, Request, Tally};
 use crate::rooms::RoomIndex;
 use crate::types::{
@@ -198,6 +199,51 @@ impl Node {
             }
         }
         (out, errors)
+    }
+
+    /// [`Node::on_frames`] with the result packed into `out` (see [`crate::packed`]).
+    pub fn on_frames_packed(&mut self, now: u64, batch: &[u8], out: &mut Vec<u8>) {
+        packed::start(out);
+        let mut effects = Vec::new();
+        for frame in wire::split_batch(batch) {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.stats.frames_rejected += 1;
+                    packed::push_error(out, &e);
+                    continue;
+                }
+            };
+            if self.broadcast_in_place(now, frame, out) {
+                continue;
+            }
+            if let Err(e) = self.frame(now, frame, &mut effects) {
+                packed::push_error(out, &e);
+            }
+            packed::push_effects(out, &effects);
+            effects.clear();
+        }
+    }
+
+    /// The hot path of [`Node::on_frames_packed`]: a remote broadcast without
+    /// acks for a host that keeps rooms is copied as it is. Returns false when
+    /// the frame needs the full path; the effects are the same either way.
+    fn broadcast_in_place(&mut self, now: u64, frame: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.closed || self.cfg.rooms != RoomOwner::Host {
+            return false;
+        }
+        let Some(view) = packed::BroadcastView::parse(frame, self.cfg.max_frame_bytes) else {
+            return false;
+        };
+        if view.uid == self.cfg.uid || view.nsp != self.cfg.nsp {
+            return false;
+        }
+        self.stats.frames_in += 1;
+        if self.live.seen(view.uid, now) {
+            packed::push_effects(out, &[Effect::NodeUp(view.uid)]);
+        }
+        view.push_apply(out);
+        true
     }
 
     fn frame(&mut self, now: u64, frame: &[u8], out: &mut Vec<Effect>) -> Result<(), FrameError> {

@@ -149,7 +149,7 @@ pub struct Ack {
 }
 
 /// What a finished request returns.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestValue {
     /// fetch-sockets.
     Sockets(Vec<SocketInfo>),
@@ -162,7 +162,7 @@ pub enum RequestValue {
 }
 
 /// A finished request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
     /// The request.
     pub id: RequestId,
@@ -173,14 +173,14 @@ pub struct Completion {
 }
 
 /// Local work for a host that keeps its own rooms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LocalOp {
     /// Write the packet to the matched sockets.
-    Broadcast(Opts, Vec<u8>),
+    Broadcast(Opts, #[serde(with = "serde_bytes")] Vec<u8>),
     /// Write it expecting acks; report them on the query.
     /// The last field is the requester's ack timeout (ms): the host waits that
     /// long for its clients, not its own default.
-    BroadcastWithAck(QueryId, Opts, Vec<u8>, u32),
+    BroadcastWithAck(QueryId, Opts, #[serde(with = "serde_bytes")] Vec<u8>, u32),
     /// Matched sockets join the rooms.
     Join(Opts, Vec<String>),
     /// Matched sockets leave the rooms.
@@ -194,11 +194,12 @@ pub enum LocalOp {
 }
 
 /// A packet delivery resolved against the room index.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// Local sockets to write to.
     pub sids: Vec<String>,
     /// The packet.
+    #[serde(with = "serde_bytes")]
     pub packet: Vec<u8>,
     /// Set when acks are expected.
     pub ack: Option<QueryId>,
@@ -209,12 +210,12 @@ pub struct Delivery {
 }
 
 /// What the host must do, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     /// Send this frame to every other node.
-    Publish(Vec<u8>),
+    Publish(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Send this frame to one node.
-    Send(NodeId, Vec<u8>),
+    Send(NodeId, #[serde(with = "serde_bytes")] Vec<u8>),
     /// Apply locally (host keeps rooms).
     Apply(LocalOp),
     /// Write a packet to local sockets (component keeps rooms).
@@ -231,7 +232,7 @@ pub enum Effect {
         joined: bool,
     },
     /// A server-side event from another node; answer with `reply` if a query is given.
-    ServerEvent(Vec<u8>, Option<QueryId>),
+    ServerEvent(#[serde(with = "serde_bytes")] Vec<u8>, Option<QueryId>),
     /// One ack of a streamed broadcast-with-ack.
     AckReceived(RequestId, Ack),
     /// A request finished.
@@ -243,7 +244,7 @@ pub enum Effect {
 }
 
 /// Why a frame was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FrameError {
     /// Zero bytes.
     Empty,

@@ -172,3 +172,72 @@ fn random_and_mutated_frames_never_panic() {
     assert!(!effects.is_empty() || node.stats().pending_requests == 0);
     println!("fuzzed {count} frames: {accepted} accepted, {refused} refused, 0 panics");
 }
+
+/// `on_frames_packed` (in-place hot path included) gives exactly what
+/// `on_frames` gives, on batches of valid and mutated frames, for both room
+/// owners. `SIO_FUZZ_FRAMES` / 4 batches (default 50 000).
+#[test]
+fn packed_results_equal_typed_results() {
+    let batches: usize = std::env::var("SIO_FUZZ_FRAMES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(50_000, |n| n / 4);
+    let mut corpus = corpus();
+    // More broadcasts without acks (the in-place path), from other senders
+    // and namespaces too.
+    for (uid, nsp) in [(7, "/"), (8, "/"), (1, "/"), (9, "/other")] {
+        corpus.push(wire::encode(&Envelope {
+            uid,
+            nsp: nsp.into(),
+            msg: Message::Broadcast {
+                opts: Opts::rooms(["r"]).except(["x"]),
+                packet: vec![b'p'; 64],
+                ack: None,
+            },
+        }));
+    }
+    for owner in [RoomOwner::Host, RoomOwner::Component] {
+        let mut rng = Rng(0x51ed_270b_1c2a_9e03);
+        let mut typed = Node::new(Config::new(1, "/", owner));
+        let mut packed = Node::new(Config::new(1, "/", owner));
+        for n in [&mut typed, &mut packed] {
+            n.join("s1", &["s1".to_string(), "r".to_string()]);
+            let _ = n.init(0);
+        }
+        let mut out = Vec::new();
+        let mut in_place = 0u64;
+        for i in 0..batches {
+            let now = i as u64 * 10;
+            if i % 500 == 0 {
+                for n in [&mut typed, &mut packed] {
+                    let _ = n.broadcast_with_ack(now, Opts::all(), vec![1], 50, false);
+                    let _ = n.tick(now);
+                }
+            }
+            let mut batch = Vec::new();
+            for _ in 0..1 + rng.below(8) {
+                let base = &corpus[rng.below(corpus.len())];
+                let frame = if rng.below(3) == 0 {
+                    mutate(&mut rng, base)
+                } else {
+                    base.clone()
+                };
+                wire::push_batch(&mut batch, &frame);
+            }
+            if rng.below(50) == 0 {
+                batch.truncate(rng.below(batch.len() + 1));
+            }
+            let want = typed.on_frames(now, &batch);
+            packed.on_frames_packed(now, &batch, &mut out);
+            let got = sio_cluster_adapter::packed::decode(&out).expect("packed result decodes");
+            assert_eq!(got, want, "batch {i}");
+            in_place += want
+                .0
+                .iter()
+                .filter(|e| matches!(e, sio_cluster_adapter::Effect::Apply(_)))
+                .count() as u64;
+        }
+        assert_eq!(typed.stats(), packed.stats());
+        println!("{owner:?}: {batches} batches equal ({in_place} apply effects)");
+    }
+}

@@ -8,6 +8,10 @@ use sio_cluster_host::adapter::wire::{self, Envelope, Message};
 use sio_cluster_host::adapter::{Config, Node, Opts, RoomOwner};
 use sio_cluster_host::{AdapterEngine, AdapterNode, Limits};
 
+/// The allocator of the `sio-cluster-host` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn nodes(rooms: RoomOwner) -> Vec<(&'static str, Box<dyn AdapterNode>)> {
     let engine = AdapterEngine::new().expect("embedded component");
     let cfg = Config::new(1, "/", rooms);
@@ -71,17 +75,31 @@ fn bench(c: &mut Criterion) {
             b.iter(|| n.on_frame(1, &remote).expect("ok").expect("valid"))
         });
     }
-    // 64 frames in one call (on-frames) against 64 calls.
-    let mut batch = Vec::new();
-    for _ in 0..64 {
-        wire::push_batch(&mut batch, &remote);
-    }
-    g.throughput(Throughput::Elements(64));
-    for (name, mut n) in nodes(RoomOwner::Host) {
-        seed(n.as_mut());
-        g.bench_function(BenchmarkId::new("on_frames_batch_64", name), |b| {
-            b.iter(|| n.on_frames(1, &batch).expect("ok"))
-        });
+    // Batches of frames in one call: native, the packed result (what the
+    // host uses) and the typed result (every effect lifted).
+    for frames in [1usize, 16, 64, 256] {
+        let mut batch = Vec::new();
+        for _ in 0..frames {
+            wire::push_batch(&mut batch, &remote);
+        }
+        g.throughput(Throughput::Elements(frames as u64));
+        let engine = AdapterEngine::new().expect("embedded component");
+        let cfg = Config::new(1, "/", RoomOwner::Host);
+        let mut typed = engine
+            .instantiate(cfg.clone(), Limits::default())
+            .expect("instance");
+        seed(&mut typed);
+        g.bench_function(
+            BenchmarkId::new("on_frames_batch", format!("{frames}/component_typed")),
+            |b| b.iter(|| typed.on_frames_typed(1, &batch).expect("ok")),
+        );
+        for (name, mut n) in nodes(RoomOwner::Host) {
+            seed(n.as_mut());
+            g.bench_function(
+                BenchmarkId::new("on_frames_batch", format!("{frames}/{name}")),
+                |b| b.iter(|| n.on_frames(1, &batch).expect("ok")),
+            );
+        }
     }
     g.finish();
 }

@@ -259,6 +259,49 @@ impl WasmNode {
     }
 }
 
+impl WasmNode {
+    /// Frames through the packed `on-frames-packed` export. A result that
+    /// does not decode is a broken instance: replaced like a trap.
+    fn packed(
+        &mut self,
+        now: u64,
+        batch: &[u8],
+    ) -> Result<(Vec<Effect>, Vec<FrameError>), NodeError> {
+        self.last_now = now;
+        let (out, errors) = self.call(|g, s, n| {
+            let packed = g.call_on_frames_packed(s, n, now, batch)?;
+            sio_cluster_adapter::packed::decode(&packed).map_err(|e| {
+                wasmtime::Error::msg(format!(
+                    "the adapter component returned a malformed packed result: {e}"
+                ))
+            })
+        })?;
+        self.track(&out);
+        Ok((out, errors))
+    }
+
+    /// [`AdapterNode::on_frames`] through the typed `on-frames` export (every
+    /// effect lifted across the boundary), for comparison with the packed
+    /// export that `on_frames` uses.
+    pub fn on_frames_typed(
+        &mut self,
+        now: u64,
+        batch: &[u8],
+    ) -> Result<(Vec<Effect>, Vec<FrameError>), NodeError> {
+        if let Some(e) = self.too_large(batch) {
+            return Ok((Vec::new(), vec![e]));
+        }
+        self.last_now = now;
+        let (out, errors) = self.call(|g, s, n| g.call_on_frames(s, n, now, batch))?;
+        let out = bindings::effects_in(out);
+        self.track(&out);
+        Ok((
+            out,
+            errors.into_iter().map(bindings::frame_error_in).collect(),
+        ))
+    }
+}
+
 impl AdapterNode for WasmNode {
     fn init(&mut self, now: u64) -> Result<Vec<Effect>, NodeError> {
         let out = self.effects(now, |g, s, n| g.call_init(s, n, now))?;
@@ -288,15 +331,13 @@ impl AdapterNode for WasmNode {
         if let Some(e) = self.too_large(frame) {
             return Ok(Err(e));
         }
-        self.last_now = now;
-        match self.call(|g, s, n| g.call_on_frame(s, n, now, frame))? {
-            Ok(out) => {
-                let out = bindings::effects_in(out);
-                self.track(&out);
-                Ok(Ok(out))
-            }
-            Err(e) => Ok(Err(bindings::frame_error_in(e))),
-        }
+        let mut batch = Vec::with_capacity(frame.len() + 4);
+        sio_cluster_adapter::wire::push_batch(&mut batch, frame);
+        let (out, errors) = self.packed(now, &batch)?;
+        Ok(match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        })
     }
 
     fn on_frames(
@@ -307,14 +348,7 @@ impl AdapterNode for WasmNode {
         if let Some(e) = self.too_large(batch) {
             return Ok((Vec::new(), vec![e]));
         }
-        self.last_now = now;
-        let (out, errors) = self.call(|g, s, n| g.call_on_frames(s, n, now, batch))?;
-        let out = bindings::effects_in(out);
-        self.track(&out);
-        Ok((
-            out,
-            errors.into_iter().map(bindings::frame_error_in).collect(),
-        ))
+        self.packed(now, batch)
     }
 
     fn node_down(&mut self, now: u64, uid: u64) -> Result<Vec<Effect>, NodeError> {

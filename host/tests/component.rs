@@ -155,4 +155,41 @@ proptest! {
         prop_assert!(r.is_ok(), "{:?}", r);
         prop_assert_eq!(n.restarts(), 0);
     }
+
+    /// The packed export (what the host uses) and the typed export give the
+    /// same effects, errors and counters on mutated batches of broadcasts.
+    #[test]
+    fn packed_and_typed_results_agree(
+        frames in prop::collection::vec((0..3u8, prop::collection::vec((any::<usize>(), any::<u8>()), 0..2)), 1..12),
+    ) {
+        static NODES: OnceLock<std::sync::Mutex<(WasmNode, WasmNode)>> = OnceLock::new();
+        let cell = NODES.get_or_init(|| {
+            let cfg = Config::new(1, "/", RoomOwner::Host);
+            std::sync::Mutex::new((node(cfg.clone(), Limits::default()), node(cfg, Limits::default())))
+        });
+        let mut pair = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let (packed, typed) = &mut *pair;
+        let mut batch = Vec::new();
+        for (kind, flips) in frames {
+            let msg = match kind {
+                0 => Message::Heartbeat,
+                _ => Message::Broadcast {
+                    opts: Opts::rooms(["a", "b"]).except(["c"]),
+                    packet: vec![b'x'; 40],
+                    ack: None,
+                },
+            };
+            let mut frame = wire::encode(&Envelope { uid: 5 + u64::from(kind), nsp: "/".into(), msg });
+            for (at, x) in flips {
+                let i = at % frame.len();
+                frame[i] ^= x;
+            }
+            wire::push_batch(&mut batch, &frame);
+        }
+        let want = typed.on_frames_typed(7, &batch);
+        let got = packed.on_frames(7, &batch);
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(packed.stats(), typed.stats());
+        prop_assert_eq!(packed.restarts(), 0);
+    }
 }

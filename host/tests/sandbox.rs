@@ -87,6 +87,22 @@ fn panic_is_a_trap_not_a_crash() {
     healthy(&mut bad);
 }
 
+/// A packed result that does not decode is refused with a clear error, and
+/// the instance is replaced like after a trap.
+#[test]
+fn malformed_packed_result_replaces_the_instance() {
+    let mut bad = node(1, Limits::default());
+    let mut batch = Vec::new();
+    wire::push_batch(&mut batch, b"\0misbehave:packed");
+    let err = bad.on_frames(5, &batch).expect_err("the result is refused");
+    assert!(
+        matches!(&err, NodeError::Trapped { reason, .. } if reason.contains("malformed packed result")),
+        "{err:?}"
+    );
+    assert_eq!(bad.restarts(), 1);
+    healthy(&mut bad);
+}
+
 /// After a trap the node is rebuilt from the host side: its rooms replayed,
 /// its pending requests failed with a clear error, itself announced again.
 #[test]

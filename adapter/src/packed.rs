@@ -1,0 +1,263 @@
+//! The packed result of `on-frames-packed`: the effects and frame errors of a
+//! batch as one byte list, for hosts built on this crate.
+//!
+//! The typed `on-frames` makes the host lift every effect record, string and
+//! list across the component boundary (one guest allocation per list element,
+//! then a second conversion into this crate's types). The packed form is one
+//! byte copy and one postcard decode straight into [`Effect`]s.
+//!
+//! Layout: [`PACKED_VERSION`], then items until the end, each a postcard
+//! `Item` (`0` + an [`Effect`], or `1` + a [`FrameError`]), in the order
+//! `on-frames` would return them (effects in order; errors in order).
+//!
+//! The hot path, a remote broadcast without acks for a host that keeps rooms,
+//! is written without decoding its targets and packet into owned values: the
+//! frame's `opts` and `packet` bytes are already the postcard encoding of
+//! `LocalOp::Broadcast`'s fields, so they are checked and copied as they are
+//! ([`BroadcastView`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Effect, Flags, FrameError, NodeId};
+use crate::wire::VERSION;
+
+/// Version byte of a packed result.
+pub const PACKED_VERSION: u8 = 1;
+
+/// Postcard tags of the path `Item::Effect(Effect::Apply(LocalOp::Broadcast(..)))`.
+const APPLY_BROADCAST_TAGS: [u8; 3] = [0, 2, 0];
+/// Postcard tag of `Message::Broadcast` in a frame.
+const BROADCAST_TAG: u32 = 2;
+
+#[derive(Serialize)]
+enum ItemRef<'a> {
+    Effect(&'a Effect),
+    Error(&'a FrameError),
+}
+
+#[derive(Deserialize)]
+enum Item {
+    Effect(Effect),
+    Error(FrameError),
+}
+
+/// Starts a packed result.
+pub fn start(out: &mut Vec<u8>) {
+    out.clear();
+    out.push(PACKED_VERSION);
+}
+
+/// Appends effects.
+pub fn push_effects(out: &mut Vec<u8>, effects: &[Effect]) {
+    for e in effects {
+        push(out, &ItemRef::Effect(e));
+    }
+}
+
+/// Appends a frame error.
+pub fn push_error(out: &mut Vec<u8>, error: &FrameError) {
+    push(out, &ItemRef::Error(error));
+}
+
+fn push(out: &mut Vec<u8>, item: &ItemRef<'_>) {
+    // Serializing into a Vec cannot fail for these types.
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(item, buf).unwrap_or_default();
+}
+
+/// Decodes a packed result. An error means the producer is broken (the
+/// component's output is checked like any other outside input).
+pub fn decode(bytes: &[u8]) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
+    let (&version, mut rest) = bytes
+        .split_first()
+        .ok_or_else(|| "empty packed result".to_owned())?;
+    if version != PACKED_VERSION {
+        return Err(format!("packed result version {version}"));
+    }
+    let mut effects = Vec::new();
+    let mut errors = Vec::new();
+    while !rest.is_empty() {
+        let (item, tail) = postcard::take_from_bytes::<Item>(rest).map_err(|e| {
+            format!(
+                "packed result item at byte {}: {e}",
+                bytes.len() - rest.len()
+            )
+        })?;
+        match item {
+            Item::Effect(e) => effects.push(e),
+            Item::Error(e) => errors.push(e),
+        }
+        rest = tail;
+    }
+    Ok((effects, errors))
+}
+
+/// `Opts` checked in place (same postcard layout as [`crate::Opts`]); the
+/// strings are checked, not kept.
+#[derive(Deserialize)]
+struct OptsView<'a> {
+    _rooms: StrSeq,
+    _except: StrSeq,
+    _flags: Flags,
+    #[serde(borrow)]
+    _sid: Option<&'a str>,
+    _target: Option<NodeId>,
+}
+
+/// A sequence of strings, each checked (UTF-8, length), none allocated.
+struct StrSeq;
+
+impl<'de> Deserialize<'de> for StrSeq {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StrSeq;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a sequence of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StrSeq, A::Error> {
+                while seq.next_element::<&'de str>()?.is_some() {}
+                Ok(StrSeq)
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// A frame holding a broadcast without acks, read in place.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BroadcastView<'a> {
+    /// Sender node.
+    pub uid: NodeId,
+    /// Sender namespace.
+    pub nsp: &'a str,
+    /// The postcard bytes of `opts` then `packet`, checked.
+    pub body: &'a [u8],
+}
+
+impl<'a> BroadcastView<'a> {
+    /// Reads `frame` if it is a well-formed BROADCAST without acks of at most
+    /// `max_len` bytes; `None` for anything else (decode it the usual way).
+    pub fn parse(frame: &'a [u8], max_len: u32) -> Option<Self> {
+        if u32::try_from(frame.len()).ok()? > max_len {
+            return None;
+        }
+        let (&version, body) = frame.split_first()?;
+        if version != VERSION {
+            return None;
+        }
+        let ((uid, nsp, tag), rest) =
+            postcard::take_from_bytes::<(NodeId, &str, u32)>(body).ok()?;
+        if tag != BROADCAST_TAG {
+            return None;
+        }
+        let (_, after_opts) = postcard::take_from_bytes::<OptsView<'_>>(rest).ok()?;
+        let (_, after_packet) = postcard::take_from_bytes::<&[u8]>(after_opts).ok()?;
+        // `ack: None` and nothing after it.
+        if after_packet != [0] {
+            return None;
+        }
+        Some(BroadcastView {
+            uid,
+            nsp,
+            body: &rest[..rest.len() - 1],
+        })
+    }
+
+    /// Appends `Effect::Apply(LocalOp::Broadcast(opts, packet))`.
+    pub fn push_apply(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&APPLY_BROADCAST_TAGS);
+        out.extend_from_slice(self.body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{LocalOp, Opts};
+    use crate::wire::{self, AckRequest, Envelope, Message};
+
+    fn broadcast(opts: Opts, packet: &[u8], ack: Option<AckRequest>) -> Vec<u8> {
+        wire::encode(&Envelope {
+            uid: 0x1234_5678_9abc_def0,
+            nsp: "/chat".into(),
+            msg: Message::Broadcast {
+                opts,
+                packet: packet.to_vec(),
+                ack,
+            },
+        })
+    }
+
+    fn rich_opts() -> Opts {
+        let mut o = Opts::rooms(["a", "β-room"]).except(["x"]);
+        o.flags.broadcast = true;
+        o.flags.volatile = true;
+        o.sid = Some("sid-1".into());
+        o.target = Some(u64::MAX);
+        o
+    }
+
+    #[test]
+    fn view_copies_what_a_full_decode_gives() {
+        for opts in [Opts::all(), rich_opts()] {
+            for packet in [&b""[..], b"2[\"m\",1]", &[0xff; 300]] {
+                let frame = broadcast(opts.clone(), packet, None);
+                let view = BroadcastView::parse(&frame, u32::MAX).expect("a broadcast");
+                assert_eq!(view.uid, 0x1234_5678_9abc_def0);
+                assert_eq!(view.nsp, "/chat");
+                let mut out = Vec::new();
+                start(&mut out);
+                view.push_apply(&mut out);
+                let (effects, errors) = decode(&out).expect("decodes");
+                assert!(errors.is_empty());
+                assert_eq!(
+                    effects,
+                    vec![Effect::Apply(LocalOp::Broadcast(
+                        opts.clone(),
+                        packet.to_vec()
+                    ))]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn view_refuses_everything_else() {
+        let ack = Some(AckRequest {
+            request_id: 7,
+            timeout_ms: 100,
+        });
+        let with_ack = broadcast(Opts::all(), b"p", ack);
+        assert_eq!(BroadcastView::parse(&with_ack, u32::MAX), None);
+        let ok = broadcast(Opts::all(), b"p", None);
+        assert!(BroadcastView::parse(&ok, u32::MAX).is_some());
+        assert_eq!(BroadcastView::parse(&ok, ok.len() as u32 - 1), None);
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        assert_eq!(BroadcastView::parse(&trailing, u32::MAX), None);
+        for cut in 0..ok.len() {
+            assert_eq!(BroadcastView::parse(&ok[..cut], u32::MAX), None);
+        }
+        let mut version = ok.clone();
+        version[0] = 9;
+        assert_eq!(BroadcastView::parse(&version, u32::MAX), None);
+        let heartbeat = wire::encode(&Envelope {
+            uid: 1,
+            nsp: "/".into(),
+            msg: Message::Heartbeat,
+        });
+        assert_eq!(BroadcastView::parse(&heartbeat, u32::MAX), None);
+    }
+
+    #[test]
+    fn decode_refuses_garbage() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9]).is_err());
+        assert!(decode(&[PACKED_VERSION, 7]).is_err());
+        assert_eq!(decode(&[PACKED_VERSION]), Ok((Vec::new(), Vec::new())));
+    }
+}
