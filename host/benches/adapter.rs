@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p sio-cluster-host --bench adapter`
 
+use std::sync::OnceLock;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sio_cluster_host::adapter::wire::{self, Envelope, Message};
 use sio_cluster_host::adapter::{Config, Node, Opts, RoomOwner};
@@ -12,10 +14,14 @@ use sio_cluster_host::{AdapterEngine, AdapterNode, Limits};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn engine() -> &'static AdapterEngine {
+    static E: OnceLock<AdapterEngine> = OnceLock::new();
+    E.get_or_init(|| AdapterEngine::new().expect("embedded component"))
+}
+
 fn nodes(rooms: RoomOwner) -> Vec<(&'static str, Box<dyn AdapterNode>)> {
-    let engine = AdapterEngine::new().expect("embedded component");
     let cfg = Config::new(1, "/", rooms);
-    let wasm = engine
+    let wasm = engine()
         .instantiate(cfg.clone(), Limits::default())
         .expect("instance");
     vec![
@@ -53,27 +59,29 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("adapter");
     g.throughput(Throughput::Elements(1));
+    // One broadcast per call, with the component keeping rooms and the host
+    // keeping them (socketioxide's mode).
+    for (owner, label, opts) in [
+        (
+            RoomOwner::Component,
+            "broadcast_room_of_10",
+            Opts::rooms(["room-3"]),
+        ),
+        (RoomOwner::Host, "broadcast_host_rooms", Opts::all()),
+    ] {
+        for (name, mut n) in nodes(owner) {
+            seed(n.as_mut());
+            g.bench_function(BenchmarkId::new(label, name), |b| {
+                b.iter(|| n.broadcast(1, opts.clone(), packet.clone()).expect("ok"))
+            });
+        }
+    }
     for (name, mut n) in nodes(RoomOwner::Component) {
         seed(n.as_mut());
-        g.bench_function(BenchmarkId::new("broadcast_room_of_10", name), |b| {
-            b.iter(|| {
-                n.broadcast(1, Opts::rooms(["room-3"]), packet.clone())
-                    .expect("ok")
-            })
-        });
         g.bench_function(
             BenchmarkId::new("on_frame_broadcast_room_of_10", name),
             |b| b.iter(|| n.on_frame(1, &remote).expect("ok").expect("valid")),
         );
-    }
-    for (name, mut n) in nodes(RoomOwner::Host) {
-        seed(n.as_mut());
-        g.bench_function(BenchmarkId::new("broadcast_host_rooms", name), |b| {
-            b.iter(|| n.broadcast(1, Opts::all(), packet.clone()).expect("ok"))
-        });
-        g.bench_function(BenchmarkId::new("on_frame_host_rooms", name), |b| {
-            b.iter(|| n.on_frame(1, &remote).expect("ok").expect("valid"))
-        });
     }
     // Batches of frames in one call: native, the packed result (what the
     // host uses) and the typed result (every effect lifted).
@@ -83,10 +91,8 @@ fn bench(c: &mut Criterion) {
             wire::push_batch(&mut batch, &remote);
         }
         g.throughput(Throughput::Elements(frames as u64));
-        let engine = AdapterEngine::new().expect("embedded component");
-        let cfg = Config::new(1, "/", RoomOwner::Host);
-        let mut typed = engine
-            .instantiate(cfg.clone(), Limits::default())
+        let mut typed = engine()
+            .instantiate(Config::new(1, "/", RoomOwner::Host), Limits::default())
             .expect("instance");
         seed(&mut typed);
         g.bench_function(
