@@ -1,0 +1,206 @@
+//! The outgoing queue of one link end: encoded frames appended by any
+//! thread, written by one task in as few syscalls as possible.
+//!
+//! Small frames are copied into one growing buffer; large ones are kept as
+//! their own [`Bytes`] (no copy). The writer takes everything queued at once
+//! and writes it with one `write_all` or `writev` per batch.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Frames at most this long are copied into the shared buffer; longer ones
+/// are queued by reference.
+pub(crate) const COPY_MAX: usize = 4 * 1024;
+
+/// Most buffers passed to one `writev`.
+const MAX_IOV: usize = 64;
+
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Complete chunks, in order, before `tail`.
+    segs: VecDeque<Bytes>,
+    /// Small frames appended after the last chunk.
+    tail: BytesMut,
+    /// No more frames will be appended.
+    closed: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.segs.is_empty() && self.tail.is_empty()
+    }
+
+    /// The buffer to encode a small frame into (after every queued chunk).
+    pub(crate) fn tail(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Queues `frame` by reference, after everything queued so far.
+    pub(crate) fn push_bytes(&mut self, frame: Bytes) {
+        if !self.tail.is_empty() {
+            self.segs.push_back(self.tail.split().freeze());
+        }
+        self.segs.push_back(frame);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    pending: Mutex<Pending>,
+    wake: Notify,
+    /// Bytes appended and not yet written (maintained by the callers of
+    /// [`OutQueue::append`] and by [`OutQueue::drain`]).
+    pub(crate) queued: AtomicUsize,
+}
+
+impl OutQueue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A poisoned lock only means a panic elsewhere; the queue stays usable.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the queue under its lock and wakes the writer if `f`
+    /// queued the first bytes. `f` must not block.
+    pub(crate) fn append<R>(&self, f: impl FnOnce(&mut Pending) -> R) -> R {
+        let mut p = self.lock();
+        let was_empty = p.is_empty();
+        let r = f(&mut p);
+        let wake = was_empty && !p.is_empty();
+        drop(p);
+        if wake {
+            self.wake.notify_one();
+        }
+        r
+    }
+
+    /// No more frames: the writer ends after what is queued.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Drops everything queued and closes the queue (the writer is gone).
+    pub(crate) fn discard(&self) {
+        let mut p = self.lock();
+        p.closed = true;
+        p.segs = VecDeque::new();
+        p.tail = BytesMut::new();
+    }
+
+    /// Writes every queued frame to `w` until the queue is closed and empty,
+    /// or a write fails.
+    pub(crate) async fn drain<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut batch: VecDeque<Bytes> = VecDeque::new();
+        loop {
+            let wait = {
+                let mut p = self.lock();
+                if p.is_empty() {
+                    if p.closed {
+                        return Ok(());
+                    }
+                    true
+                } else {
+                    std::mem::swap(&mut batch, &mut p.segs);
+                    if !p.tail.is_empty() {
+                        let tail = p.tail.split().freeze();
+                        batch.push_back(tail);
+                    }
+                    false
+                }
+            };
+            if wait {
+                self.wake.notified().await;
+            } else {
+                self.write_batch(w, &mut batch).await?;
+            }
+        }
+    }
+
+    async fn write_batch<W: AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        batch: &mut VecDeque<Bytes>,
+    ) -> std::io::Result<()> {
+        while let Some(front) = batch.front() {
+            let n = if batch.len() == 1 || !w.is_write_vectored() {
+                w.write(front).await?
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for b in batch.iter().take(MAX_IOV) {
+                    iov[k] = IoSlice::new(b);
+                    k += 1;
+                }
+                w.write_vectored(&iov[..k]).await?
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            let mut left = n;
+            while left > 0 {
+                let Some(b) = batch.front_mut() else { break };
+                if b.len() <= left {
+                    left -= b.len();
+                    batch.pop_front();
+                } else {
+                    b.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn keeps_order_of_copied_and_referenced_frames() {
+        let q = Arc::new(OutQueue::default());
+        let (mut a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let mut want = Vec::new();
+        for i in 0..200u32 {
+            let len = if i % 7 == 0 { 10_000 } else { 10 + i as usize };
+            let frame: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+            want.extend_from_slice(&frame);
+            q.queued.fetch_add(frame.len(), Ordering::AcqRel);
+            q.append(|p| {
+                if frame.len() > COPY_MAX {
+                    p.push_bytes(Bytes::from(frame));
+                } else {
+                    p.tail().extend_from_slice(&frame);
+                }
+            });
+        }
+        q.close();
+        let writer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                q.drain(&mut a).await.unwrap();
+            })
+        };
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(q.queued.load(Ordering::Acquire), 0);
+    }
+}
