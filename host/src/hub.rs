@@ -514,7 +514,7 @@ impl Hub {
         // the writer.
         let out = Arc::new(OutQueue::default());
         out.queued.fetch_add(welcome.len(), Ordering::AcqRel);
-        out.append(|p| p.tail().extend_from_slice(&welcome));
+        out.append(|p| p.buf(welcome.len()).extend_from_slice(&welcome));
         tokio::spawn(write_loop(wr, out.clone(), ctl.clone()));
         self.lock().conns.insert(
             id,
@@ -605,7 +605,7 @@ impl Hub {
             if len > COPY_MAX {
                 p.push_bytes(frame);
             } else {
-                p.tail().extend_from_slice(&frame);
+                p.buf(len).extend_from_slice(&frame);
             }
         })
     }
@@ -771,8 +771,7 @@ impl Hub {
         if out_len <= COPY_MAX {
             let frame = &*frame;
             let put = |p: &mut crate::outq::Pending| {
-                let buf = p.tail();
-                buf.reserve(out_len);
+                let buf = p.buf(out_len);
                 buf.put_u32_le(payload_len);
                 buf.put_u8(ipc::FRAME_KIND);
                 buf.put_slice(&frame[5..13]);

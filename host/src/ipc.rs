@@ -594,9 +594,14 @@ impl RelayHeader {
 /// Appends an encoded `ToHub::Publish` (or `ToHub::Send` with a `target`)
 /// to `buf`, the same bytes as [`ToHub::encode`]. The caller checks
 /// `nsp` with [`check_str`] and the size with [`relay_len`].
-pub fn put_relay(buf: &mut BytesMut, sender: u64, target: Option<u64>, nsp: &str, frame: &[u8]) {
+pub fn put_relay<B: BufMut>(
+    buf: &mut B,
+    sender: u64,
+    target: Option<u64>,
+    nsp: &str,
+    frame: &[u8],
+) {
     let len = relay_len(target.is_some(), nsp.len(), frame.len());
-    buf.reserve(4 + len);
     buf.put_u32_le(len as u32);
     match target {
         None => {
@@ -609,7 +614,9 @@ pub fn put_relay(buf: &mut BytesMut, sender: u64, target: Option<u64>, nsp: &str
             buf.put_u64_le(t);
         }
     }
-    put_str(buf, nsp);
+    let nsp_len = nsp.len().min(MAX_STR);
+    buf.put_u16_le(nsp_len as u16);
+    buf.put_slice(&nsp.as_bytes()[..nsp_len]);
     buf.put_slice(frame);
 }
 

@@ -10,43 +10,80 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-/// Frames at most this long are copied into the shared buffer; longer ones
+/// Frames at most this long are copied into the queue's chunks; longer ones
 /// are queued by reference.
 pub(crate) const COPY_MAX: usize = 4 * 1024;
+
+/// Size of the chunks small frames are copied into.
+const CHUNK: usize = 64 * 1024;
+
+/// Empty chunks kept for reuse (per queue).
+const FREE_CHUNKS: usize = 16;
 
 /// Most buffers passed to one `writev`.
 const MAX_IOV: usize = 64;
 
+/// One piece of the queue.
+#[derive(Debug)]
+enum Seg {
+    /// A chunk of copied frames (reused once written).
+    Chunk(Vec<u8>),
+    /// A large frame, by reference.
+    Shared(Bytes),
+}
+
+impl Seg {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Chunk(v) => v,
+            Seg::Shared(b) => b,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    /// Complete chunks, in order, before `tail`.
-    segs: VecDeque<Bytes>,
-    /// Small frames appended after the last chunk.
-    tail: BytesMut,
+    /// Complete pieces, in order, before `cur`.
+    segs: VecDeque<Seg>,
+    /// The chunk small frames are appended to.
+    cur: Vec<u8>,
+    /// Written chunks, empty, for reuse.
+    free: Vec<Vec<u8>>,
     /// No more frames will be appended.
     closed: bool,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.segs.is_empty() && self.tail.is_empty()
+        self.segs.is_empty() && self.cur.is_empty()
     }
 
-    /// The buffer to encode a small frame into (after every queued chunk).
-    pub(crate) fn tail(&mut self) -> &mut BytesMut {
-        &mut self.tail
+    /// The buffer to encode a frame of `n` bytes into (after everything
+    /// queued); it has room for them.
+    pub(crate) fn buf(&mut self, n: usize) -> &mut Vec<u8> {
+        if self.cur.capacity() - self.cur.len() < n {
+            let fresh = self.free.pop().unwrap_or_default();
+            let full = std::mem::replace(&mut self.cur, fresh);
+            if !full.is_empty() {
+                self.segs.push_back(Seg::Chunk(full));
+            }
+            self.cur.reserve(CHUNK.max(n));
+        }
+        &mut self.cur
     }
 
     /// Queues `frame` by reference, after everything queued so far.
     pub(crate) fn push_bytes(&mut self, frame: Bytes) {
-        if !self.tail.is_empty() {
-            self.segs.push_back(self.tail.split().freeze());
+        if !self.cur.is_empty() {
+            let fresh = self.free.pop().unwrap_or_default();
+            let full = std::mem::replace(&mut self.cur, fresh);
+            self.segs.push_back(Seg::Chunk(full));
         }
-        self.segs.push_back(frame);
+        self.segs.push_back(Seg::Shared(frame));
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -97,16 +134,24 @@ impl OutQueue {
         let mut p = self.lock();
         p.closed = true;
         p.segs = VecDeque::new();
-        p.tail = BytesMut::new();
+        p.cur = Vec::new();
+        p.free = Vec::new();
     }
 
     /// Writes every queued frame to `w` until the queue is closed and empty,
     /// or a write fails.
     pub(crate) async fn drain<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
-        let mut batch: VecDeque<Bytes> = VecDeque::new();
+        let mut batch: VecDeque<Seg> = VecDeque::new();
+        let mut written: Vec<Vec<u8>> = Vec::new();
         loop {
             let wait = {
                 let mut p = self.lock();
+                for mut chunk in written.drain(..) {
+                    if p.free.len() < FREE_CHUNKS && chunk.capacity() <= 2 * CHUNK {
+                        chunk.clear();
+                        p.free.push(chunk);
+                    }
+                }
                 if p.is_empty() {
                     if p.closed {
                         return Ok(());
@@ -114,9 +159,10 @@ impl OutQueue {
                     true
                 } else {
                     std::mem::swap(&mut batch, &mut p.segs);
-                    if !p.tail.is_empty() {
-                        let tail = p.tail.split().freeze();
-                        batch.push_back(tail);
+                    if !p.cur.is_empty() {
+                        let fresh = p.free.pop().unwrap_or_default();
+                        let cur = std::mem::replace(&mut p.cur, fresh);
+                        batch.push_back(Seg::Chunk(cur));
                     }
                     false
                 }
@@ -124,24 +170,29 @@ impl OutQueue {
             if wait {
                 self.wake.notified().await;
             } else {
-                self.write_batch(w, &mut batch).await?;
+                self.write_batch(w, &mut batch, &mut written).await?;
             }
         }
     }
 
+    /// Writes `batch` out; its chunks end in `written`.
     async fn write_batch<W: AsyncWrite + Unpin>(
         &self,
         w: &mut W,
-        batch: &mut VecDeque<Bytes>,
+        batch: &mut VecDeque<Seg>,
+        written: &mut Vec<Vec<u8>>,
     ) -> std::io::Result<()> {
+        // Bytes of the front piece already written.
+        let mut off = 0;
         while let Some(front) = batch.front() {
             let n = if batch.len() == 1 || !w.is_write_vectored() {
-                w.write(front).await?
+                w.write(&front.bytes()[off..]).await?
             } else {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let mut k = 0;
-                for b in batch.iter().take(MAX_IOV) {
-                    iov[k] = IoSlice::new(b);
+                for (i, seg) in batch.iter().take(MAX_IOV).enumerate() {
+                    let b = seg.bytes();
+                    iov[k] = IoSlice::new(if i == 0 { &b[off..] } else { b });
                     k += 1;
                 }
                 w.write_vectored(&iov[..k]).await?
@@ -152,12 +203,16 @@ impl OutQueue {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             let mut left = n;
             while left > 0 {
-                let Some(b) = batch.front_mut() else { break };
-                if b.len() <= left {
-                    left -= b.len();
-                    batch.pop_front();
+                let Some(seg) = batch.front() else { break };
+                let rest = seg.bytes().len() - off;
+                if rest <= left {
+                    left -= rest;
+                    off = 0;
+                    if let Some(Seg::Chunk(v)) = batch.pop_front() {
+                        written.push(v);
+                    }
                 } else {
-                    b.advance(left);
+                    off += left;
                     left = 0;
                 }
             }
@@ -186,7 +241,7 @@ mod tests {
                 if frame.len() > COPY_MAX {
                     p.push_bytes(Bytes::from(frame));
                 } else {
-                    p.tail().extend_from_slice(&frame);
+                    p.buf(frame.len()).extend_from_slice(&frame);
                 }
             });
         }

@@ -795,7 +795,9 @@ impl LinkSender {
 
     fn push(&self, msg: ToHub) -> Result<(), LinkError> {
         let frame = msg.encode();
-        self.push_with(frame.len(), |p| p.tail().extend_from_slice(&frame))
+        self.push_with(frame.len(), |p| {
+            p.buf(frame.len()).extend_from_slice(&frame)
+        })
     }
 
     /// Encodes a Publish (or Send) straight into the queue.
@@ -814,7 +816,7 @@ impl LinkSender {
                 ipc::put_relay(&mut buf, sender, target, nsp, frame);
                 p.push_bytes(buf.freeze());
             } else {
-                ipc::put_relay(p.tail(), sender, target, nsp, frame);
+                ipc::put_relay(p.buf(total), sender, target, nsp, frame);
             }
         })
     }
