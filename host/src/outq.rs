@@ -14,9 +14,14 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-/// Frames at most this long are copied into the queue's chunks; longer ones
-/// are queued by reference.
-pub(crate) const COPY_MAX: usize = 4 * 1024;
+/// Frames at most this long are copied when they change hands (into a
+/// queue's chunk, or out of a read buffer); longer ones are passed by
+/// reference, which costs a reference count instead of a copy.
+pub(crate) const COPY_MAX: usize = 512;
+
+/// A frame encoded from a caller's slice (it is copied anyway) goes into a
+/// chunk up to this size, else into its own buffer.
+pub(crate) const ENCODE_MAX: usize = CHUNK / 4;
 
 /// Size of the chunks small frames are copied into.
 const CHUNK: usize = 64 * 1024;

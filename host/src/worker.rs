@@ -62,7 +62,7 @@ use tracing::{debug, error};
 
 use crate::handoff::HandoffReceiver;
 use crate::ipc::{self, FrameReader, FromHub, ReadError, ToHub};
-use crate::outq::{COPY_MAX, OutQueue};
+use crate::outq::{COPY_MAX, ENCODE_MAX, OutQueue};
 
 /// Exit code of a worker whose hub link closed (see the module docs).
 pub const LINK_CLOSED_EXIT_CODE: i32 = 75;
@@ -397,7 +397,8 @@ pub enum Incoming {
         nsp: Arc<str>,
         /// Uid of the sending node.
         from: u64,
-        /// Opaque adapter frame (a slice of the link's read buffer, no copy).
+        /// Opaque adapter frame. Above 512 bytes it is a slice of the link's
+        /// read buffer (no copy), which it keeps alive while held.
         frame: Bytes,
     },
     /// A node left because its worker's link closed.
@@ -720,8 +721,8 @@ fn incoming(
             }
         };
         let frame = if len <= COPY_MAX {
-            // A small frame gets its own allocation, so that a frame kept
-            // by the application does not pin a whole read buffer.
+            // A small frame gets its own allocation, so that small frames
+            // kept by the application do not pin whole read buffers.
             let f = Bytes::copy_from_slice(&fr.peek_mut(len)[4 + body..]);
             fr.consume(len);
             f
@@ -811,7 +812,7 @@ impl LinkSender {
         ipc::check_str(nsp)?;
         let total = 4 + ipc::relay_len(target.is_some(), nsp.len(), frame.len());
         self.push_with(total, |p| {
-            if total > COPY_MAX {
+            if total > ENCODE_MAX {
                 let mut buf = bytes::BytesMut::with_capacity(total);
                 ipc::put_relay(&mut buf, sender, target, nsp, frame);
                 p.push_bytes(buf.freeze());
