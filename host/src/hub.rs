@@ -38,7 +38,7 @@
 //! may fall behind by.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -247,6 +247,8 @@ struct LinkCtl {
     close: watch::Sender<bool>,
     /// Set once when the hub drops the link for misbehaviour.
     dropped: watch::Sender<Option<DropReason>>,
+    /// Mirror of `close`, read on every frame queued towards the link.
+    is_closed: AtomicBool,
 }
 
 impl LinkCtl {
@@ -254,10 +256,12 @@ impl LinkCtl {
         LinkCtl {
             close: watch::Sender::new(false),
             dropped: watch::Sender::new(None),
+            is_closed: AtomicBool::new(false),
         }
     }
 
     fn close(&self) {
+        self.is_closed.store(true, Ordering::Release);
         self.close.send_replace(true);
     }
 
@@ -275,7 +279,7 @@ impl LinkCtl {
     }
 
     fn is_closed(&self) -> bool {
-        *self.close.borrow()
+        self.is_closed.load(Ordering::Acquire)
     }
 }
 

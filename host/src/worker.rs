@@ -437,6 +437,8 @@ impl Drop for SenderCore {
 #[derive(Debug)]
 pub struct LinkReceiver {
     inq: Arc<InQueue>,
+    /// The batch taken from `inq` at once, handed out one by one.
+    held: VecDeque<Incoming>,
     index: u32,
 }
 
@@ -446,7 +448,8 @@ impl Drop for LinkReceiver {
         let mut st = self.inq.lock();
         st.receiver_gone = true;
         st.msgs.clear();
-        st.cost = 0;
+        st.msgs_cost = 0;
+        st.held_cost = 0;
         st.reader_needs = None;
         drop(st);
         self.inq.room.notify_one();
@@ -467,10 +470,13 @@ struct InQueue {
 
 #[derive(Debug, Default)]
 struct InState {
-    /// Messages with their cost (see [`MESSAGE_OVERHEAD`]).
-    msgs: VecDeque<(Incoming, usize)>,
-    /// Sum of the costs in `msgs`.
-    cost: usize,
+    /// Messages not yet taken by the receiver.
+    msgs: VecDeque<Incoming>,
+    /// Sum of the costs of `msgs` (see [`MESSAGE_OVERHEAD`]).
+    msgs_cost: usize,
+    /// Cost of the batch the receiver took last and may still hold; it
+    /// counts until the receiver comes back for more.
+    held_cost: usize,
     /// Cost of the message the reader waits to queue, if it waits.
     reader_needs: Option<usize>,
     /// The reader stopped: no more messages.
@@ -628,7 +634,11 @@ impl WorkerLink {
                 max_queued,
                 refused_full: Arc::new(AtomicU64::new(0)),
             },
-            LinkReceiver { inq, index },
+            LinkReceiver {
+                inq,
+                held: VecDeque::new(),
+                index,
+            },
         ))
     }
 }
@@ -660,7 +670,7 @@ async fn read_loop(
                     }
                 };
                 let cost = len + MESSAGE_OVERHEAD;
-                if !st.receiver_gone && !fits(st.cost, cost, inq.max) {
+                if !st.receiver_gone && !fits(st.msgs_cost + st.held_cost, cost, inq.max) {
                     st.reader_needs = Some(cost);
                     wait_room = true;
                     break;
@@ -673,8 +683,8 @@ async fn read_loop(
                     }
                 };
                 if !st.receiver_gone {
-                    st.msgs.push_back((msg, cost));
-                    st.cost += cost;
+                    st.msgs.push_back(msg);
+                    st.msgs_cost += cost;
                 }
             }
             let wake = was_empty && !st.msgs.is_empty();
@@ -883,19 +893,24 @@ impl LinkReceiver {
         self.take().ok()
     }
 
-    /// Pops a message (it leaves the link's budget, which may let the
-    /// reader go on); `Err(closed)` when there is none.
+    /// Pops a message; `Err(closed)` when there is none. Messages are
+    /// taken from the reader in batches (one lock per batch); a batch leaves
+    /// the link's budget when the receiver comes back for the next one,
+    /// which may let a waiting reader go on.
     fn take(&mut self) -> Result<Incoming, bool> {
+        if let Some(msg) = self.held.pop_front() {
+            return Ok(msg);
+        }
         let mut st = self.inq.lock();
-        let Some((msg, cost)) = st.msgs.pop_front() else {
-            return Err(st.closed);
-        };
-        st.cost -= cost;
+        st.held_cost = 0;
+        std::mem::swap(&mut self.held, &mut st.msgs);
+        st.held_cost = std::mem::take(&mut st.msgs_cost);
+        let closed = st.closed;
         let wake = match st.reader_needs {
             // Wait for half the budget, so the reader then queues many.
             Some(need) => {
                 let max = self.inq.max;
-                st.msgs.is_empty() || fits(st.cost, need.max(max / 2), max)
+                fits(st.held_cost, need.max(max / 2), max)
             }
             None => false,
         };
@@ -906,7 +921,7 @@ impl LinkReceiver {
         if wake {
             self.inq.room.notify_one();
         }
-        Ok(msg)
+        self.held.pop_front().ok_or(closed)
     }
 }
 
