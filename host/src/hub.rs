@@ -1009,6 +1009,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn frames_of_every_size_arrive_intact_in_order() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (s1, mut r1) = link(&hub, 1).await;
+        s1.publish(11, "/b", b"hi").unwrap();
+        next(&mut r0).await;
+        // Sizes around the copy thresholds, sent and published, interleaved.
+        let sizes = [0usize, 1, 100, 511, 512, 513, 4096, 20_000, 70_000, 3];
+        for (i, &n) in sizes.iter().enumerate() {
+            let frame: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            if i % 2 == 0 {
+                s0.send(10, 11, "/nsp", &frame).unwrap();
+            } else {
+                s0.publish(10, "/nsp", &frame).unwrap();
+            }
+        }
+        for (i, &n) in sizes.iter().enumerate() {
+            let frame: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            assert_eq!(
+                next(&mut r1).await,
+                Incoming::Frame {
+                    nsp: "/nsp".into(),
+                    from: 10,
+                    frame: Bytes::from(frame)
+                },
+                "frame {i} of {n} bytes"
+            );
+        }
+        let st = hub.stats();
+        assert_eq!((st.sent, st.published), (5, 6), "{st:?}");
+    }
+
+    #[tokio::test]
     async fn oversize_frame_drops_only_the_sender() {
         let config = HubConfig {
             max_frame: 1024,

@@ -39,7 +39,9 @@
 //!   happens when the primary is stuck; a frame alone larger than the limit
 //!   is accepted when nothing else is queued;
 //! * *incoming*: messages wait in memory until [`LinkReceiver::recv`] takes
-//!   them, up to the limit (a message counts its frame length plus 64 bytes).
+//!   them, up to the limit (a message counts its frame length plus 64 bytes;
+//!   the receiver takes queued messages in batches, and a batch counts until
+//!   the receiver comes back for the next one).
 //!   At the limit the link stops reading its socket, so the hub's queue for
 //!   this worker grows instead, and the hub drops the worker at
 //!   `--max-queued-bytes` (see [`crate::hub`]): a worker that stops reading
