@@ -38,18 +38,19 @@
 //! may fall behind by.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use bytes::{BufMut, Bytes};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::ipc::{self, FromHub, ReadError, ToHub};
+use crate::ipc::{self, FrameReader, FromHub, RelayHeader, ToHub};
+use crate::outq::{COPY_MAX, OutQueue};
 
 /// Identifies one attached link (unique for the life of the hub).
 pub type ConnId = u64;
@@ -246,6 +247,8 @@ struct LinkCtl {
     close: watch::Sender<bool>,
     /// Set once when the hub drops the link for misbehaviour.
     dropped: watch::Sender<Option<DropReason>>,
+    /// Mirror of `close`, read on every frame queued towards the link.
+    is_closed: AtomicBool,
 }
 
 impl LinkCtl {
@@ -253,10 +256,12 @@ impl LinkCtl {
         LinkCtl {
             close: watch::Sender::new(false),
             dropped: watch::Sender::new(None),
+            is_closed: AtomicBool::new(false),
         }
     }
 
     fn close(&self) {
+        self.is_closed.store(true, Ordering::Release);
         self.close.send_replace(true);
     }
 
@@ -274,7 +279,7 @@ impl LinkCtl {
     }
 
     fn is_closed(&self) -> bool {
-        *self.close.borrow()
+        self.is_closed.load(Ordering::Acquire)
     }
 }
 
@@ -285,8 +290,7 @@ async fn closed(rx: &mut watch::Receiver<bool>) {
 
 struct Conn {
     index: u32,
-    tx: mpsc::UnboundedSender<Bytes>,
-    queued: Arc<AtomicUsize>,
+    out: Arc<OutQueue>,
     ctl: Arc<LinkCtl>,
     uids: HashMap<u64, String>,
 }
@@ -317,6 +321,16 @@ pub struct Hub {
 enum Outcome {
     Continue,
     Disconnect,
+}
+
+/// Counters of one batch of frames, added to [`HubStats`] once per batch.
+#[derive(Default)]
+struct BatchStats {
+    frames_in: u64,
+    frames_out: u64,
+    published: u64,
+    sent: u64,
+    unknown_target: u64,
 }
 
 impl Hub {
@@ -435,9 +449,8 @@ impl Hub {
     }
 
     async fn serve_link(&self, id: ConnId, stream: UnixStream, auth: Attach, ctl: Arc<LinkCtl>) {
-        let (rd, wr) = stream.into_split();
-        let mut rd = BufReader::with_capacity(64 * 1024, rd);
-        let max = self.inner.config.max_frame;
+        let (mut rd, wr) = stream.into_split();
+        let mut fr = FrameReader::new(self.inner.config.max_frame);
 
         let hello_timeout = match auth {
             Attach::Trusted { .. } => self.inner.config.trusted_hello_timeout,
@@ -445,7 +458,7 @@ impl Hub {
         };
         let mut close_rx = ctl.close.subscribe();
         let hello = tokio::select! {
-            h = tokio::time::timeout(hello_timeout, ipc::read_frame(&mut rd, max)) => h,
+            h = tokio::time::timeout(hello_timeout, fr.read_frame(&mut rd)) => h,
             _ = closed(&mut close_rx) => {
                 debug!(conn = id, "link closed by the hub before Hello");
                 return;
@@ -496,22 +509,22 @@ impl Hub {
             }
         };
 
-        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         let welcome = FromHub::Welcome {
             version: ipc::PROTOCOL_VERSION,
             worker: index,
         }
         .encode();
-        // Every byte queued is counted once here and released once by the writer.
-        let queued = Arc::new(AtomicUsize::new(welcome.len()));
-        let _ = tx.send(welcome);
-        tokio::spawn(write_loop(wr, rx, queued.clone(), ctl.clone()));
+        // Every byte queued is counted once when queued and released once by
+        // the writer.
+        let out = Arc::new(OutQueue::default());
+        out.queued.fetch_add(welcome.len(), Ordering::AcqRel);
+        out.append(|p| p.buf(welcome.len()).extend_from_slice(&welcome));
+        tokio::spawn(write_loop(wr, out.clone(), ctl.clone()));
         self.lock().conns.insert(
             id,
             Conn {
                 index,
-                tx,
-                queued,
+                out,
                 ctl: ctl.clone(),
                 uids: HashMap::new(),
             },
@@ -524,45 +537,30 @@ impl Hub {
             pid,
         });
 
+        // Uid this link is known to own (skips the owner lookup).
+        let mut owned = None;
         loop {
-            let frame = tokio::select! {
-                r = ipc::read_frame(&mut rd, max) => r,
+            // Route every complete frame already read, then read more.
+            if let Outcome::Disconnect = self.route_batch(id, index, &mut fr, &mut owned) {
+                ctl.drop_for(DropReason::Protocol);
+                break;
+            }
+            let read = tokio::select! {
+                r = fr.fill(&mut rd) => r,
                 _ = closed(&mut close_rx) => {
                     debug!(conn = id, "link closed by the hub");
                     break;
                 }
             };
-            match frame {
-                Ok(None) => {
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
                     debug!(conn = id, worker = index, "link closed by the worker");
                     break;
                 }
-                Err(ReadError::Io(e)) => {
+                Err(e) => {
                     debug!(conn = id, worker = index, error = %e, "link read failed");
                     break;
-                }
-                Err(ReadError::Codec(e)) => {
-                    bump(&self.inner.stats.protocol_errors);
-                    warn!(conn = id, worker = index, error = %e, "protocol error, dropping worker link");
-                    ctl.drop_for(DropReason::Protocol);
-                    break;
-                }
-                Ok(Some(payload)) => {
-                    bump(&self.inner.stats.frames_in);
-                    match ToHub::decode(payload) {
-                        Ok(msg) => {
-                            if let Outcome::Disconnect = self.handle(id, index, msg) {
-                                ctl.drop_for(DropReason::Protocol);
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            bump(&self.inner.stats.protocol_errors);
-                            warn!(conn = id, worker = index, error = %e, "malformed frame, dropping worker link");
-                            ctl.drop_for(DropReason::Protocol);
-                            break;
-                        }
-                    }
                 }
             }
         }
@@ -591,26 +589,45 @@ impl Hub {
                     bump(&self.inner.stats.node_down);
                     // An overflow drops `other` (closed by `push`); it leaves
                     // in its own task.
-                    self.push(other, frame.clone());
+                    if self.push(other, frame.clone()) {
+                        bump(&self.inner.stats.frames_out);
+                    }
                 }
             }
-            drop(conn.tx);
+            conn.out.discard();
         }
         bump(&self.inner.stats.detached);
         info!(conn = id, worker = index, "worker detached");
         self.notify(HubEvent::WorkerDown { conn: id, index });
     }
 
-    /// Queues a frame towards `conn`; false when it was not queued (the
-    /// link is closing, or this frame overflowed its queue and dropped it).
+    /// Queues an encoded frame towards `conn`; false when it was not queued
+    /// (the link is closing, or this frame overflowed its queue and dropped it).
     fn push(&self, conn: &Conn, frame: Bytes) -> bool {
+        let len = frame.len();
+        self.push_with(conn, len, |p| {
+            if len > COPY_MAX {
+                p.push_bytes(frame);
+            } else {
+                p.buf(len).extend_from_slice(&frame);
+            }
+        })
+    }
+
+    /// Queues `len` encoded bytes towards `conn`, appended by `put`; false
+    /// when they were not queued (see [`Hub::push`]).
+    fn push_with(
+        &self,
+        conn: &Conn,
+        len: usize,
+        put: impl FnOnce(&mut crate::outq::Pending),
+    ) -> bool {
         if conn.ctl.is_closed() {
             return false;
         }
-        let len = frame.len();
-        let before = conn.queued.fetch_add(len, Ordering::AcqRel);
+        let before = conn.out.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.inner.config.max_queued_bytes {
-            conn.queued.fetch_sub(len, Ordering::AcqRel);
+            conn.out.queued.fetch_sub(len, Ordering::AcqRel);
             bump(&self.inner.stats.queue_overflows);
             warn!(
                 worker = conn.index,
@@ -621,10 +638,7 @@ impl Hub {
             conn.ctl.drop_for(DropReason::QueueOverflow);
             return false;
         }
-        bump(&self.inner.stats.frames_out);
-        if conn.tx.send(frame).is_err() {
-            conn.queued.fetch_sub(len, Ordering::AcqRel);
-        }
+        conn.out.append(put);
         true
     }
 
@@ -654,7 +668,171 @@ impl Hub {
         Ok(true)
     }
 
-    fn handle(&self, id: ConnId, index: u32, msg: ToHub) -> Outcome {
+    /// Routes every complete frame in `fr`. Relayed frames are forwarded as
+    /// they came, with only their header rewritten (no decode, no re-encode);
+    /// the state lock is taken once for the whole batch.
+    fn route_batch(
+        &self,
+        id: ConnId,
+        index: u32,
+        fr: &mut FrameReader,
+        owned: &mut Option<u64>,
+    ) -> Outcome {
+        let mut st: Option<MutexGuard<'_, State>> = None;
+        let mut n = BatchStats::default();
+        let outcome = loop {
+            let len = match fr.frame_len() {
+                Ok(Some(len)) => len,
+                Ok(None) => break Outcome::Continue,
+                Err(e) => break self.protocol_error(id, index, &e),
+            };
+            n.frames_in += 1;
+            let header = match RelayHeader::parse(&fr.peek_mut(len)[4..]) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    // Hello or a session event: rare, decoded in full, and the
+                    // observer is called outside the lock.
+                    drop(st.take());
+                    let mut frame = fr.take(len);
+                    bytes::Buf::advance(&mut frame, 4);
+                    match ToHub::decode(frame.freeze()) {
+                        Ok(msg) => match self.handle_other(id, index, msg) {
+                            Outcome::Continue => continue,
+                            Outcome::Disconnect => break Outcome::Disconnect,
+                        },
+                        Err(e) => break self.protocol_error(id, index, &e),
+                    }
+                }
+                Err(e) => break self.protocol_error(id, index, &e),
+            };
+            let st = st.get_or_insert_with(|| self.lock());
+            if *owned != Some(header.sender) {
+                let frame = fr.peek_mut(len);
+                let (at, nsp_len) = header.nsp;
+                let nsp = String::from_utf8_lossy(&frame[4 + at..4 + at + nsp_len]);
+                match self.learn(st, id, header.sender, &nsp) {
+                    Err(()) => break self.too_many_uids(id, index),
+                    Ok(false) => {
+                        fr.consume(len);
+                        continue;
+                    }
+                    Ok(true) => *owned = Some(header.sender),
+                }
+            }
+            self.relay(st, id, index, fr, len, &header, &mut n);
+        };
+        drop(st);
+        let stats = &self.inner.stats;
+        for (counter, v) in [
+            (&stats.frames_in, n.frames_in),
+            (&stats.frames_out, n.frames_out),
+            (&stats.published, n.published),
+            (&stats.sent, n.sent),
+            (&stats.unknown_target, n.unknown_target),
+        ] {
+            if v > 0 {
+                counter.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
+
+    /// Forwards the `Publish` or `Send` frame of `len` bytes at the front of
+    /// `fr` as a `Frame` (same bytes after the kind, minus a `Send`'s
+    /// target), and consumes it.
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &self,
+        st: &State,
+        id: ConnId,
+        index: u32,
+        fr: &mut FrameReader,
+        len: usize,
+        header: &RelayHeader,
+        n: &mut BatchStats,
+    ) {
+        // `len | kind | sender` then, for a Send, the 8 target bytes to drop.
+        let skip = if header.target.is_some() { 8 } else { 0 };
+        let out_len = len - skip;
+        let target = match header.target {
+            None => None,
+            Some(target) => match st.uid_owner.get(&target).and_then(|c| st.conns.get(c)) {
+                Some(conn) => Some(conn),
+                None => {
+                    n.unknown_target += 1;
+                    debug!(
+                        worker = index,
+                        target = format_args!("{target:016x}"),
+                        "send to unknown uid dropped"
+                    );
+                    fr.consume(len);
+                    return;
+                }
+            },
+        };
+        let frame = fr.peek_mut(len);
+        let payload_len = (out_len - 4) as u32;
+        if out_len <= COPY_MAX {
+            let frame = &*frame;
+            let put = |p: &mut crate::outq::Pending| {
+                let buf = p.buf(out_len);
+                buf.put_u32_le(payload_len);
+                buf.put_u8(ipc::FRAME_KIND);
+                buf.put_slice(&frame[5..13]);
+                buf.put_slice(&frame[13 + skip..]);
+            };
+            match target {
+                Some(conn) => {
+                    n.sent += 1;
+                    n.frames_out += u64::from(self.push_with(conn, out_len, put));
+                }
+                None => {
+                    n.published += 1;
+                    for (other_id, other) in st.conns.iter() {
+                        if *other_id != id {
+                            n.frames_out += u64::from(self.push_with(other, out_len, put));
+                        }
+                    }
+                }
+            }
+            fr.consume(len);
+            return;
+        }
+        // A large frame: rewrite its header in place and queue it by
+        // reference to every destination (no copy).
+        if skip > 0 {
+            frame.copy_within(5..13, 5 + skip);
+        }
+        let head = &mut frame[skip..skip + 5];
+        head[..4].copy_from_slice(&payload_len.to_le_bytes());
+        head[4] = ipc::FRAME_KIND;
+        let mut owned = fr.take(len);
+        bytes::Buf::advance(&mut owned, skip);
+        let out = owned.freeze();
+        match target {
+            Some(conn) => {
+                n.sent += 1;
+                n.frames_out += u64::from(self.push(conn, out));
+            }
+            None => {
+                n.published += 1;
+                for (other_id, other) in st.conns.iter() {
+                    if *other_id != id {
+                        n.frames_out += u64::from(self.push(other, out.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&self, id: ConnId, index: u32, e: &ipc::CodecError) -> Outcome {
+        bump(&self.inner.stats.protocol_errors);
+        warn!(conn = id, worker = index, error = %e, "protocol error, dropping worker link");
+        Outcome::Disconnect
+    }
+
+    /// Handles a frame that is not relayed.
+    fn handle_other(&self, id: ConnId, index: u32, msg: ToHub) -> Outcome {
         match msg {
             ToHub::Hello { .. } => {
                 bump(&self.inner.stats.protocol_errors);
@@ -665,62 +843,6 @@ impl Hub {
                 );
                 Outcome::Disconnect
             }
-            ToHub::Publish { sender, nsp, frame } => {
-                let mut st = self.lock();
-                match self.learn(&mut st, id, sender, &nsp) {
-                    Err(()) => return self.too_many_uids(id, index),
-                    Ok(false) => return Outcome::Continue,
-                    Ok(true) => {}
-                }
-                let out = FromHub::Frame {
-                    from: sender,
-                    nsp,
-                    frame,
-                }
-                .encode();
-                bump(&self.inner.stats.published);
-                for (other_id, other) in st.conns.iter() {
-                    if *other_id != id {
-                        self.push(other, out.clone());
-                    }
-                }
-                Outcome::Continue
-            }
-            ToHub::Send {
-                sender,
-                target,
-                nsp,
-                frame,
-            } => {
-                let mut st = self.lock();
-                match self.learn(&mut st, id, sender, &nsp) {
-                    Err(()) => return self.too_many_uids(id, index),
-                    Ok(false) => return Outcome::Continue,
-                    Ok(true) => {}
-                }
-                let target_conn = st.uid_owner.get(&target).and_then(|c| st.conns.get(c));
-                match target_conn {
-                    Some(conn) => {
-                        bump(&self.inner.stats.sent);
-                        let out = FromHub::Frame {
-                            from: sender,
-                            nsp,
-                            frame,
-                        }
-                        .encode();
-                        self.push(conn, out);
-                    }
-                    None => {
-                        bump(&self.inner.stats.unknown_target);
-                        debug!(
-                            worker = index,
-                            target = format_args!("{target:016x}"),
-                            "send to unknown uid dropped"
-                        );
-                    }
-                }
-                Outcome::Continue
-            }
             ToHub::SessionOpened { sid } => {
                 self.notify(HubEvent::SessionOpened { index, sid });
                 Outcome::Continue
@@ -728,6 +850,13 @@ impl Hub {
             ToHub::SessionClosed { sid } => {
                 self.notify(HubEvent::SessionClosed { index, sid });
                 Outcome::Continue
+            }
+            // Relayed kinds are routed by `route_batch`; reaching here would
+            // be a bug in `RelayHeader::parse`, treat it as bad input.
+            ToHub::Publish { .. } | ToHub::Send { .. } => {
+                bump(&self.inner.stats.protocol_errors);
+                warn!(conn = id, worker = index, "unexpected relay frame");
+                Outcome::Disconnect
             }
         }
     }
@@ -747,44 +876,16 @@ impl Hub {
 /// Writes a link's queue to its socket until the queue ends or the link is
 /// closed; on close, whatever is still queued or half written is dropped at
 /// once (even while blocked on a full socket), which frees it.
-async fn write_loop(
-    wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicUsize>,
-    ctl: Arc<LinkCtl>,
-) {
+async fn write_loop(mut wr: OwnedWriteHalf, out: Arc<OutQueue>, ctl: Arc<LinkCtl>) {
     let mut close_rx = ctl.close.subscribe();
-    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
-    let work = async {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < 256 {
-                match rx.try_recv() {
-                    Ok(b) => batch.push(b),
-                    Err(_) => break,
-                }
-            }
-            for b in batch {
-                let len = b.len();
-                let r = wr.write_all(&b).await;
-                queued.fetch_sub(len, Ordering::AcqRel);
-                if r.is_err() {
-                    return false;
-                }
-            }
-            if wr.flush().await.is_err() {
-                return false;
-            }
-        }
-        true
-    };
     let finished = tokio::select! {
-        ok = work => ok,
+        r = out.drain(&mut wr) => r.is_ok(),
         _ = closed(&mut close_rx) => false,
     };
     if finished {
         let _ = wr.shutdown().await;
     } else {
+        out.discard();
         ctl.close();
     }
 }
@@ -858,7 +959,7 @@ mod tests {
                 Incoming::Frame {
                     nsp: "/".into(),
                     from: 10,
-                    frame: b"from-0".to_vec()
+                    frame: Bytes::from_static(b"from-0")
                 }
             );
         }
@@ -874,7 +975,7 @@ mod tests {
             Incoming::Frame {
                 nsp: "/".into(),
                 from: 11,
-                frame: b"resp".to_vec()
+                frame: Bytes::from_static(b"resp")
             }
         );
         nothing(&mut r2).await;
@@ -905,6 +1006,39 @@ mod tests {
                 .any(|e| matches!(e, HubEvent::WorkerDown { index: 1, .. }))
         );
         assert_eq!(hub.attached_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn frames_of_every_size_arrive_intact_in_order() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (s0, mut r0) = link(&hub, 0).await;
+        let (s1, mut r1) = link(&hub, 1).await;
+        s1.publish(11, "/b", b"hi").unwrap();
+        next(&mut r0).await;
+        // Sizes around the copy thresholds, sent and published, interleaved.
+        let sizes = [0usize, 1, 100, 511, 512, 513, 4096, 20_000, 70_000, 3];
+        for (i, &n) in sizes.iter().enumerate() {
+            let frame: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            if i % 2 == 0 {
+                s0.send(10, 11, "/nsp", &frame).unwrap();
+            } else {
+                s0.publish(10, "/nsp", &frame).unwrap();
+            }
+        }
+        for (i, &n) in sizes.iter().enumerate() {
+            let frame: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            assert_eq!(
+                next(&mut r1).await,
+                Incoming::Frame {
+                    nsp: "/nsp".into(),
+                    from: 10,
+                    frame: Bytes::from(frame)
+                },
+                "frame {i} of {n} bytes"
+            );
+        }
+        let st = hub.stats();
+        assert_eq!((st.sent, st.published), (5, 6), "{st:?}");
     }
 
     #[tokio::test]

@@ -447,6 +447,205 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(Bytes::from(payload)))
 }
 
+/// Bytes [`FrameReader::fill`] asks the socket for at least, per read.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames read from a stream in large chunks: one read may bring many
+/// frames, which are then taken out of the buffer without further I/O.
+///
+/// The buffer grows only with the bytes the peer actually sent (at most
+/// [`READ_CHUNK`] beyond them), never with an announced length alone.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl FrameReader {
+    /// A reader that refuses frames whose payload exceeds `max`.
+    pub fn new(max: usize) -> FrameReader {
+        FrameReader {
+            buf: BytesMut::new(),
+            max,
+        }
+    }
+
+    /// Length (prefix included) of the complete frame at the front of the
+    /// buffer; `None` while more bytes are needed. An empty or oversize
+    /// length prefix is an error as soon as its 4 bytes are in.
+    pub fn frame_len(&self) -> Result<Option<usize>, CodecError> {
+        let Some(prefix) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len == 0 {
+            return Err(CodecError::Empty);
+        }
+        if len > self.max {
+            return Err(CodecError::TooLarge { len, max: self.max });
+        }
+        if self.buf.len() - 4 < len {
+            return Ok(None);
+        }
+        Ok(Some(4 + len))
+    }
+
+    /// The first `n` buffered bytes (a frame measured by [`Self::frame_len`]).
+    pub fn peek_mut(&mut self, n: usize) -> &mut [u8] {
+        let n = n.min(self.buf.len());
+        &mut self.buf[..n]
+    }
+
+    /// Drops the first `n` buffered bytes.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.advance(n);
+    }
+
+    /// Takes the first `n` buffered bytes out without copying them.
+    pub fn take(&mut self, n: usize) -> BytesMut {
+        let n = n.min(self.buf.len());
+        self.buf.split_to(n)
+    }
+
+    /// Reads whatever the stream has (up to the free space, at least
+    /// [`READ_CHUNK`]). `Ok(false)` on EOF between frames; EOF inside a frame
+    /// is an `UnexpectedEof` error.
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> std::io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let n = r.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            if self.buf.is_empty() {
+                return Ok(false);
+            }
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        Ok(true)
+    }
+
+    /// Reads one frame payload (kind byte + fields), as [`read_frame`] does.
+    pub async fn read_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<Bytes>, ReadError> {
+        loop {
+            if let Some(n) = self.frame_len()? {
+                let mut frame = self.take(n);
+                frame.advance(4);
+                return Ok(Some(frame.freeze()));
+            }
+            if !self.fill(r).await? {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The routing header of a `Publish` or `Send` frame, read without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayHeader {
+    /// Adapter node uid of the sender.
+    pub sender: u64,
+    /// `Some(target)` for `Send`, `None` for `Publish`.
+    pub target: Option<u64>,
+    /// Offset and length of the namespace (valid UTF-8) in the payload.
+    pub nsp: (usize, usize),
+    /// Offset of the adapter frame in the payload.
+    pub body: usize,
+}
+
+impl RelayHeader {
+    /// Parses the header of a worker -> hub payload (kind byte + fields).
+    /// `Ok(None)` for the kinds that are not relayed (decode those with
+    /// [`ToHub::decode`]); errors as [`ToHub::decode`] gives them.
+    pub fn parse(payload: &[u8]) -> Result<Option<RelayHeader>, CodecError> {
+        let (&kind, rest) = payload.split_first().ok_or(CodecError::Empty)?;
+        let fixed = match kind {
+            K_PUBLISH => 8,
+            K_SEND => 16,
+            K_HELLO | K_SESSION_OPENED | K_SESSION_CLOSED => return Ok(None),
+            other => return Err(CodecError::UnknownKind(other)),
+        };
+        let head = rest.get(..fixed + 2).ok_or(CodecError::Truncated)?;
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&head[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let sender = word(0);
+        let target = (kind == K_SEND).then(|| word(8));
+        let nsp_len = u16::from_le_bytes([head[fixed], head[fixed + 1]]) as usize;
+        let nsp_at = 1 + fixed + 2;
+        let nsp = payload
+            .get(nsp_at..nsp_at + nsp_len)
+            .ok_or(CodecError::Truncated)?;
+        std::str::from_utf8(nsp).map_err(|_| CodecError::BadUtf8)?;
+        Ok(Some(RelayHeader {
+            sender,
+            target,
+            nsp: (nsp_at, nsp_len),
+            body: nsp_at + nsp_len,
+        }))
+    }
+}
+
+/// Appends an encoded `ToHub::Publish` (or `ToHub::Send` with a `target`)
+/// to `buf`, the same bytes as [`ToHub::encode`]. The caller checks
+/// `nsp` with [`check_str`] and the size with [`relay_len`].
+pub fn put_relay<B: BufMut>(
+    buf: &mut B,
+    sender: u64,
+    target: Option<u64>,
+    nsp: &str,
+    frame: &[u8],
+) {
+    let len = relay_len(target.is_some(), nsp.len(), frame.len());
+    buf.put_u32_le(len as u32);
+    match target {
+        None => {
+            buf.put_u8(K_PUBLISH);
+            buf.put_u64_le(sender);
+        }
+        Some(t) => {
+            buf.put_u8(K_SEND);
+            buf.put_u64_le(sender);
+            buf.put_u64_le(t);
+        }
+    }
+    let nsp_len = nsp.len().min(MAX_STR);
+    buf.put_u16_le(nsp_len as u16);
+    buf.put_slice(&nsp.as_bytes()[..nsp_len]);
+    buf.put_slice(frame);
+}
+
+/// Payload length (kind byte + fields) of a `Publish` (`send` false) or a
+/// `Send` frame.
+pub fn relay_len(send: bool, nsp_len: usize, frame_len: usize) -> usize {
+    1 + 8 + if send { 8 } else { 0 } + 2 + nsp_len + frame_len
+}
+
+/// Kind byte of a hub -> worker `Frame`.
+pub const FRAME_KIND: u8 = K_FRAME;
+
+/// The header of a hub -> worker `Frame` payload, read without copying:
+/// `Ok(Some((from, nsp, body offset)))`, `Ok(None)` for other kinds.
+pub fn parse_frame_header(payload: &[u8]) -> Result<Option<(u64, &str, usize)>, CodecError> {
+    let (&kind, rest) = payload.split_first().ok_or(CodecError::Empty)?;
+    if kind != K_FRAME {
+        return Ok(None);
+    }
+    let head = rest.get(..10).ok_or(CodecError::Truncated)?;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&head[..8]);
+    let from = u64::from_le_bytes(w);
+    let nsp_len = u16::from_le_bytes([head[8], head[9]]) as usize;
+    let nsp = payload.get(11..11 + nsp_len).ok_or(CodecError::Truncated)?;
+    let nsp = std::str::from_utf8(nsp).map_err(|_| CodecError::BadUtf8)?;
+    Ok(Some((from, nsp, 11 + nsp_len)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

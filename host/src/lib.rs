@@ -26,6 +26,7 @@ pub mod handoff;
 pub mod hub;
 pub mod ipc;
 pub mod node;
+mod outq;
 pub mod packet;
 pub mod sioxide;
 pub mod standalone;

@@ -39,7 +39,9 @@
 //!   happens when the primary is stuck; a frame alone larger than the limit
 //!   is accepted when nothing else is queued;
 //! * *incoming*: messages wait in memory until [`LinkReceiver::recv`] takes
-//!   them, up to the limit (a message counts its frame length plus 64 bytes).
+//!   them, up to the limit (a message counts its frame length plus 64 bytes;
+//!   the receiver takes queued messages in batches, and a batch counts until
+//!   the receiver comes back for the next one).
 //!   At the limit the link stops reading its socket, so the hub's queue for
 //!   this worker grows instead, and the hub drops the worker at
 //!   `--max-queued-bytes` (see [`crate::hub`]): a worker that stops reading
@@ -51,16 +53,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::Notify;
 use tracing::{debug, error};
 
 use crate::handoff::HandoffReceiver;
-use crate::ipc::{self, FromHub, ReadError, ToHub};
+use crate::ipc::{self, FrameReader, FromHub, ReadError, ToHub};
+use crate::outq::{COPY_MAX, ENCODE_MAX, OutQueue};
 
 /// Exit code of a worker whose hub link closed (see the module docs).
 pub const LINK_CLOSED_EXIT_CODE: i32 = 75;
@@ -391,19 +395,20 @@ impl Default for LinkOptions {
 pub enum Incoming {
     /// An adapter frame from another node.
     Frame {
-        /// Namespace of the sending node.
-        nsp: String,
+        /// Namespace of the sending node (shared by the frames of a run).
+        nsp: Arc<str>,
         /// Uid of the sending node.
         from: u64,
-        /// Opaque adapter frame.
-        frame: Vec<u8>,
+        /// Opaque adapter frame. Above 512 bytes it is a slice of the link's
+        /// read buffer (no copy), which it keeps alive while held.
+        frame: Bytes,
     },
     /// A node left because its worker's link closed.
     NodeDown {
         /// Uid of the node.
         uid: u64,
         /// Its namespace.
-        nsp: String,
+        nsp: Arc<str>,
     },
 }
 
@@ -411,20 +416,104 @@ pub enum Incoming {
 /// is bounded (see the module docs).
 #[derive(Clone, Debug)]
 pub struct LinkSender {
-    tx: mpsc::UnboundedSender<Bytes>,
+    out: Arc<SenderCore>,
     index: u32,
     max_frame: usize,
     max_queued: usize,
-    queued: Arc<AtomicUsize>,
     refused_full: Arc<AtomicU64>,
+}
+
+/// The outgoing queue, closed (after what is queued is written) when the
+/// last [`LinkSender`] clone is dropped.
+#[derive(Debug)]
+struct SenderCore(Arc<OutQueue>);
+
+impl Drop for SenderCore {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Receiving half of the link. Messages it holds count against
 /// [`LinkOptions::max_queued_bytes`] until [`LinkReceiver::recv`] takes them.
 #[derive(Debug)]
 pub struct LinkReceiver {
-    rx: mpsc::UnboundedReceiver<(Incoming, OwnedSemaphorePermit)>,
+    inq: Arc<InQueue>,
+    /// The batch taken from `inq` at once, handed out one by one.
+    held: VecDeque<Incoming>,
     index: u32,
+}
+
+impl Drop for LinkReceiver {
+    fn drop(&mut self) {
+        // Later messages are discarded; a reader waiting for room goes on.
+        let mut st = self.inq.lock();
+        st.receiver_gone = true;
+        st.msgs.clear();
+        st.msgs_cost = 0;
+        st.held_cost = 0;
+        st.reader_needs = None;
+        drop(st);
+        self.inq.room.notify_one();
+    }
+}
+
+/// Messages read from the hub and not yet taken by [`LinkReceiver::recv`].
+#[derive(Debug)]
+struct InQueue {
+    /// Budget in bytes ([`LinkOptions::max_queued_bytes`]).
+    max: usize,
+    state: Mutex<InState>,
+    /// Wakes the receiver: a message arrived or the link closed.
+    ready: Notify,
+    /// Wakes the reader: room for the message it waits to queue.
+    room: Notify,
+}
+
+#[derive(Debug, Default)]
+struct InState {
+    /// Messages not yet taken by the receiver.
+    msgs: VecDeque<Incoming>,
+    /// Sum of the costs of `msgs` (see [`MESSAGE_OVERHEAD`]).
+    msgs_cost: usize,
+    /// Cost of the batch the receiver took last and may still hold; it
+    /// counts until the receiver comes back for more.
+    held_cost: usize,
+    /// Cost of the message the reader waits to queue, if it waits.
+    reader_needs: Option<usize>,
+    /// The reader stopped: no more messages.
+    closed: bool,
+    /// The [`LinkReceiver`] was dropped: messages are discarded.
+    receiver_gone: bool,
+}
+
+impl InQueue {
+    fn new(max: usize) -> InQueue {
+        InQueue {
+            max,
+            state: Mutex::default(),
+            ready: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InState> {
+        // A poisoned lock only means a panic elsewhere; the queue stays usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Whether a message of `cost` may join a queue holding `queued` under `max`
+/// (a message alone larger than `max` is taken when the queue is empty).
+fn fits(queued: usize, cost: usize, max: usize) -> bool {
+    queued == 0 || queued + cost <= max
 }
 
 /// Entry points that open the link.
@@ -484,8 +573,8 @@ impl WorkerLink {
         max_frame: usize,
         options: LinkOptions,
     ) -> Result<(LinkSender, LinkReceiver), LinkError> {
-        let (rd, mut wr) = stream.into_split();
-        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let (mut rd, mut wr) = stream.into_split();
+        let mut fr = FrameReader::new(max_frame);
         let hello = ToHub::Hello {
             version: ipc::PROTOCOL_VERSION,
             worker: index,
@@ -494,10 +583,9 @@ impl WorkerLink {
         }
         .encode();
         wr.write_all(&hello).await?;
-        let first =
-            tokio::time::timeout(options.welcome_timeout, ipc::read_frame(&mut rd, max_frame))
-                .await
-                .map_err(|_| LinkError::Timeout)?;
+        let first = tokio::time::timeout(options.welcome_timeout, fr.read_frame(&mut rd))
+            .await
+            .map_err(|_| LinkError::Timeout)?;
         let payload = match first {
             Ok(Some(p)) => p,
             Ok(None) => return Err(LinkError::Closed),
@@ -516,73 +604,24 @@ impl WorkerLink {
         };
 
         let max_queued = options.max_queued_bytes.max(1);
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-        let (in_tx, in_rx) = mpsc::unbounded_channel::<(Incoming, OwnedSemaphorePermit)>();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let out = Arc::new(OutQueue::default());
+        let inq = Arc::new(InQueue::new(max_queued));
         let write_failed = Arc::new(Notify::new());
-        let writer_queued = queued.clone();
+        let writer_out = out.clone();
         let writer_failed = write_failed.clone();
         tokio::spawn(async move {
-            let mut wr = BufWriter::with_capacity(64 * 1024, wr);
-            while let Some(first) = out_rx.recv().await {
-                let mut next = Some(first);
-                let mut ok = true;
-                while let Some(frame) = next.take() {
-                    ok = wr.write_all(&frame).await.is_ok();
-                    writer_queued.fetch_sub(frame.len(), Ordering::AcqRel);
-                    if !ok {
-                        break;
-                    }
-                    next = out_rx.try_recv().ok();
-                }
-                if !ok || wr.flush().await.is_err() {
-                    debug!("hub link write failed");
-                    writer_failed.notify_one();
-                    break;
-                }
+            if let Err(e) = writer_out.drain(&mut wr).await {
+                debug!(error = %e, "hub link write failed");
+                // Frames queued from now on are refused as `Closed`.
+                writer_out.discard();
+                writer_failed.notify_one();
             }
+            // Dropping `wr` shuts the write side down: the hub sees the end.
         });
-        // Permits are bytes; a message takes min(cost, limit) of them.
-        let budget = Arc::new(Semaphore::new(max_queued.min(Semaphore::MAX_PERMITS)));
-        let budget_max = max_queued
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize);
+        let reader_inq = inq.clone();
         tokio::spawn(async move {
-            let reason = loop {
-                let read = tokio::select! {
-                    r = ipc::read_frame(&mut rd, max_frame) => r,
-                    _ = write_failed.notified() => break "write to the hub failed".to_string(),
-                };
-                let msg = match read {
-                    Ok(None) => break "closed by the hub".to_string(),
-                    Err(e) => break e.to_string(),
-                    Ok(Some(p)) => match FromHub::decode(p) {
-                        Ok(FromHub::Frame { from, nsp, frame }) => Incoming::Frame {
-                            nsp,
-                            from,
-                            frame: frame.to_vec(),
-                        },
-                        Ok(FromHub::NodeDown { uid, nsp }) => Incoming::NodeDown { uid, nsp },
-                        Ok(other) => break format!("unexpected frame {other:?}"),
-                        Err(e) => break e.to_string(),
-                    },
-                };
-                let cost = match &msg {
-                    Incoming::Frame { frame, nsp, .. } => frame.len() + nsp.len(),
-                    Incoming::NodeDown { nsp, .. } => nsp.len(),
-                } + MESSAGE_OVERHEAD;
-                // u32: budget_max is at most u32::MAX.
-                let want = cost.min(budget_max) as u32;
-                let permit = tokio::select! {
-                    p = budget.clone().acquire_many_owned(want) => match p {
-                        Ok(p) => p,
-                        Err(_) => break "link budget closed".to_string(),
-                    },
-                    _ = write_failed.notified() => break "write to the hub failed".to_string(),
-                };
-                // A dropped receiver just discards messages (and their permits).
-                let _ = in_tx.send((msg, permit));
-            };
+            let reason = read_loop(&mut rd, fr, &reader_inq, &write_failed).await;
+            reader_inq.close();
             if options.exit_on_close {
                 error!(%reason, code = options.exit_code, "hub link lost, exiting");
                 std::process::exit(options.exit_code);
@@ -591,15 +630,130 @@ impl WorkerLink {
         });
         Ok((
             LinkSender {
-                tx: out_tx,
+                out: Arc::new(SenderCore(out)),
                 index,
                 max_frame,
                 max_queued,
-                queued,
                 refused_full: Arc::new(AtomicU64::new(0)),
             },
-            LinkReceiver { rx: in_rx, index },
+            LinkReceiver {
+                inq,
+                held: VecDeque::new(),
+                index,
+            },
         ))
+    }
+}
+
+/// Reads the hub's frames into `inq` until the link fails; returns why.
+/// Every complete frame of a read is queued at once (one lock, one wake-up);
+/// at the budget the loop stops reading the socket until there is room.
+async fn read_loop(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    mut fr: FrameReader,
+    inq: &InQueue,
+    write_failed: &Notify,
+) -> String {
+    // The namespace of the last frame, shared by the following ones.
+    let mut last_nsp: Option<Arc<str>> = None;
+    loop {
+        let mut wait_room = false;
+        let mut err = None;
+        {
+            let mut st = inq.lock();
+            let was_empty = st.msgs.is_empty();
+            loop {
+                let len = match fr.frame_len() {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(e) => {
+                        err = Some(e.to_string());
+                        break;
+                    }
+                };
+                let cost = len + MESSAGE_OVERHEAD;
+                if !st.receiver_gone && !fits(st.msgs_cost + st.held_cost, cost, inq.max) {
+                    st.reader_needs = Some(cost);
+                    wait_room = true;
+                    break;
+                }
+                let msg = match incoming(&mut fr, len, &mut last_nsp) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                };
+                if !st.receiver_gone {
+                    st.msgs.push_back(msg);
+                    st.msgs_cost += cost;
+                }
+            }
+            let wake = was_empty && !st.msgs.is_empty();
+            drop(st);
+            if wake {
+                inq.ready.notify_one();
+            }
+        }
+        if let Some(e) = err {
+            return e;
+        }
+        if wait_room {
+            tokio::select! {
+                _ = inq.room.notified() => continue,
+                _ = write_failed.notified() => return "write to the hub failed".to_string(),
+            }
+        }
+        let read = tokio::select! {
+            r = fr.fill(rd) => r,
+            _ = write_failed.notified() => return "write to the hub failed".to_string(),
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return "closed by the hub".to_string(),
+            Err(e) => return ReadError::Io(e).to_string(),
+        }
+    }
+}
+
+/// Takes the frame of `len` bytes at the front of `fr` as a message.
+fn incoming(
+    fr: &mut FrameReader,
+    len: usize,
+    last_nsp: &mut Option<Arc<str>>,
+) -> Result<Incoming, String> {
+    let header = ipc::parse_frame_header(&fr.peek_mut(len)[4..]).map_err(|e| e.to_string())?;
+    if let Some((from, nsp, body)) = header {
+        let nsp = match last_nsp {
+            Some(last) if **last == *nsp => last.clone(),
+            _ => {
+                let nsp: Arc<str> = Arc::from(nsp);
+                *last_nsp = Some(nsp.clone());
+                nsp
+            }
+        };
+        let frame = if len <= COPY_MAX {
+            // A small frame gets its own allocation, so that small frames
+            // kept by the application do not pin whole read buffers.
+            let f = Bytes::copy_from_slice(&fr.peek_mut(len)[4 + body..]);
+            fr.consume(len);
+            f
+        } else {
+            let mut f = fr.take(len);
+            bytes::Buf::advance(&mut f, 4 + body);
+            f.freeze()
+        };
+        return Ok(Incoming::Frame { nsp, from, frame });
+    }
+    let mut payload = fr.take(len);
+    bytes::Buf::advance(&mut payload, 4);
+    match FromHub::decode(payload.freeze()) {
+        Ok(FromHub::NodeDown { uid, nsp }) => Ok(Incoming::NodeDown {
+            uid,
+            nsp: Arc::from(nsp),
+        }),
+        Ok(other) => Err(format!("unexpected frame {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -611,7 +765,7 @@ impl LinkSender {
 
     /// Bytes queued towards the hub and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.out.0.queued.load(Ordering::Acquire)
     }
 
     /// Frames refused with [`LinkError::QueueFull`] so far (all clones).
@@ -619,28 +773,64 @@ impl LinkSender {
         self.refused_full.load(Ordering::Relaxed)
     }
 
-    fn push(&self, msg: ToHub) -> Result<(), LinkError> {
-        let frame = msg.encode();
-        let len = frame.len() - 4;
-        if len > self.max_frame {
+    /// Queues `total` encoded bytes written by `put`, within the limits.
+    fn push_with(
+        &self,
+        total: usize,
+        put: impl FnOnce(&mut crate::outq::Pending),
+    ) -> Result<(), LinkError> {
+        let len = total - 4;
+        if len > self.max_frame || len > u32::MAX as usize {
             return Err(LinkError::TooLarge {
                 len,
                 max: self.max_frame,
             });
         }
-        let total = frame.len();
-        let before = self.queued.fetch_add(total, Ordering::AcqRel);
-        if before > 0 && before + total > self.max_queued {
-            self.queued.fetch_sub(total, Ordering::AcqRel);
-            self.refused_full.fetch_add(1, Ordering::Relaxed);
-            return Err(LinkError::QueueFull {
-                queued: before,
-                max: self.max_queued,
-            });
-        }
-        self.tx.send(frame).map_err(|_| {
-            self.queued.fetch_sub(total, Ordering::AcqRel);
-            LinkError::Closed
+        let out = &self.out.0;
+        out.append(|p| {
+            if p.is_closed() {
+                return Err(LinkError::Closed);
+            }
+            // Only appends change `queued` upwards, and they hold this lock.
+            let before = out.queued.load(Ordering::Acquire);
+            if before > 0 && before + total > self.max_queued {
+                self.refused_full.fetch_add(1, Ordering::Relaxed);
+                return Err(LinkError::QueueFull {
+                    queued: before,
+                    max: self.max_queued,
+                });
+            }
+            out.queued.fetch_add(total, Ordering::AcqRel);
+            put(p);
+            Ok(())
+        })
+    }
+
+    fn push(&self, msg: ToHub) -> Result<(), LinkError> {
+        let frame = msg.encode();
+        self.push_with(frame.len(), |p| {
+            p.buf(frame.len()).extend_from_slice(&frame)
+        })
+    }
+
+    /// Encodes a Publish (or Send) straight into the queue.
+    fn relay(
+        &self,
+        sender: u64,
+        target: Option<u64>,
+        nsp: &str,
+        frame: &[u8],
+    ) -> Result<(), LinkError> {
+        ipc::check_str(nsp)?;
+        let total = 4 + ipc::relay_len(target.is_some(), nsp.len(), frame.len());
+        self.push_with(total, |p| {
+            if total > ENCODE_MAX {
+                let mut buf = bytes::BytesMut::with_capacity(total);
+                ipc::put_relay(&mut buf, sender, target, nsp, frame);
+                p.push_bytes(buf.freeze());
+            } else {
+                ipc::put_relay(p.buf(total), sender, target, nsp, frame);
+            }
         })
     }
 
@@ -651,12 +841,7 @@ impl LinkSender {
         nsp: &str,
         frame: impl AsRef<[u8]>,
     ) -> Result<(), LinkError> {
-        ipc::check_str(nsp)?;
-        self.push(ToHub::Publish {
-            sender: sender_uid,
-            nsp: nsp.to_string(),
-            frame: Bytes::copy_from_slice(frame.as_ref()),
-        })
+        self.relay(sender_uid, None, nsp, frame.as_ref())
     }
 
     /// Relays `frame` from node `sender_uid` to the worker hosting `target_uid`.
@@ -667,13 +852,7 @@ impl LinkSender {
         nsp: &str,
         frame: impl AsRef<[u8]>,
     ) -> Result<(), LinkError> {
-        ipc::check_str(nsp)?;
-        self.push(ToHub::Send {
-            sender: sender_uid,
-            target: target_uid,
-            nsp: nsp.to_string(),
-            frame: Bytes::copy_from_slice(frame.as_ref()),
-        })
+        self.relay(sender_uid, Some(target_uid), nsp, frame.as_ref())
     }
 
     /// Tells the primary an Engine.IO session `sid` now lives on this worker.
@@ -702,13 +881,49 @@ impl LinkReceiver {
     /// The next message from the hub; `None` once the link is closed (only
     /// seen with `exit_on_close: false`).
     pub async fn recv(&mut self) -> Option<Incoming> {
-        // The permit is released here: the message left the link's budget.
-        self.rx.recv().await.map(|(msg, _permit)| msg)
+        loop {
+            match self.take() {
+                Ok(msg) => return Some(msg),
+                Err(true) => return None,
+                Err(false) => self.inq.ready.notified().await,
+            }
+        }
     }
 
     /// The next message if one is already queued (to batch work under load).
     pub fn try_recv(&mut self) -> Option<Incoming> {
-        self.rx.try_recv().ok().map(|(msg, _permit)| msg)
+        self.take().ok()
+    }
+
+    /// Pops a message; `Err(closed)` when there is none. Messages are
+    /// taken from the reader in batches (one lock per batch); a batch leaves
+    /// the link's budget when the receiver comes back for the next one,
+    /// which may let a waiting reader go on.
+    fn take(&mut self) -> Result<Incoming, bool> {
+        if let Some(msg) = self.held.pop_front() {
+            return Ok(msg);
+        }
+        let mut st = self.inq.lock();
+        st.held_cost = 0;
+        std::mem::swap(&mut self.held, &mut st.msgs);
+        st.held_cost = std::mem::take(&mut st.msgs_cost);
+        let closed = st.closed;
+        let wake = match st.reader_needs {
+            // Wait for half the budget, so the reader then queues many.
+            Some(need) => {
+                let max = self.inq.max;
+                fits(st.held_cost, need.max(max / 2), max)
+            }
+            None => false,
+        };
+        if wake {
+            st.reader_needs = None;
+        }
+        drop(st);
+        if wake {
+            self.inq.room.notify_one();
+        }
+        self.held.pop_front().ok_or(closed)
     }
 }
 

@@ -240,3 +240,132 @@ fn oversize_prefix_is_refused_without_reading_on() {
     let (_, end) = read_all(&stream, 1024);
     assert!(matches!(end, Some(ReadError::Io(_))));
 }
+
+/// Reads every frame of `stream` with [`ipc::FrameReader`], the stream
+/// arriving `chunk` bytes per read.
+fn read_all_buffered(stream: &[u8], max: usize, chunk: usize) -> (Vec<Bytes>, Option<ReadError>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut r = tokio_test_reader(stream, chunk);
+        let mut fr = ipc::FrameReader::new(max);
+        let mut out = Vec::new();
+        loop {
+            match fr.read_frame(&mut r).await {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    })
+}
+
+/// A reader that hands out at most `chunk` bytes per read.
+fn tokio_test_reader(stream: &[u8], chunk: usize) -> impl tokio::io::AsyncRead + Unpin + '_ {
+    struct Chunked<'a>(&'a [u8], usize);
+    impl tokio::io::AsyncRead for Chunked<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.0.len().min(self.1).min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    Chunked(stream, chunk.max(1))
+}
+
+fn same_end(a: &Option<ReadError>, b: &Option<ReadError>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(ReadError::Io(x)), Some(ReadError::Io(y))) => x.kind() == y.kind(),
+        (Some(ReadError::Codec(x)), Some(ReadError::Codec(y))) => x == y,
+        _ => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The buffered reader (the hub's and the worker's) reads the same
+    /// frames and ends the same way as `read_frame`, however the bytes
+    /// arrive.
+    #[test]
+    fn buffered_reader_matches_read_frame(
+        msgs in prop::collection::vec(to_hub(), 1..6),
+        muts in prop::collection::vec(mutation(), 0..5),
+        max in 1usize..512,
+        chunk in 1usize..300,
+    ) {
+        let mut stream = Vec::new();
+        for m in &msgs {
+            stream.extend_from_slice(&m.encode());
+        }
+        let stream = apply(&stream, &muts);
+        let (want, want_end) = read_all(&stream, max);
+        let (got, got_end) = read_all_buffered(&stream, max, chunk);
+        prop_assert_eq!(got, want);
+        prop_assert!(same_end(&got_end, &want_end), "{:?} vs {:?}", got_end, want_end);
+    }
+
+    /// The hub's routing header agrees with the full decoder on valid and
+    /// mutated payloads: same fields, same errors.
+    #[test]
+    fn relay_header_agrees_with_decode(
+        msg in to_hub(),
+        muts in prop::collection::vec(mutation(), 0..4),
+    ) {
+        let p = apply(&payload(&msg.encode()), &muts);
+        let header = ipc::RelayHeader::parse(&p);
+        match ToHub::decode(Bytes::from(p.clone())) {
+            Ok(ToHub::Publish { sender, nsp, frame }) => {
+                let h = header.expect("parsed").expect("relayed");
+                prop_assert_eq!((h.sender, h.target), (sender, None));
+                prop_assert_eq!(&p[h.nsp.0..h.nsp.0 + h.nsp.1], nsp.as_bytes());
+                prop_assert_eq!(&p[h.body..], &frame[..]);
+            }
+            Ok(ToHub::Send { sender, target, nsp, frame }) => {
+                let h = header.expect("parsed").expect("relayed");
+                prop_assert_eq!((h.sender, h.target), (sender, Some(target)));
+                prop_assert_eq!(&p[h.nsp.0..h.nsp.0 + h.nsp.1], nsp.as_bytes());
+                prop_assert_eq!(&p[h.body..], &frame[..]);
+            }
+            Ok(_) => prop_assert_eq!(header, Ok(None)),
+            Err(e) => {
+                // Non-relayed kinds are decoded in full by the hub.
+                if header != Ok(None) {
+                    prop_assert_eq!(header, Err(e));
+                }
+            }
+        }
+    }
+
+    /// `put_relay` writes exactly what `ToHub::encode` does, and the worker's
+    /// header reader agrees with `FromHub::decode` on the relayed frame.
+    #[test]
+    fn put_relay_matches_encode(
+        sender in any::<u64>(),
+        target in proptest::option::of(any::<u64>()),
+        nsp in small_str(),
+        frame in frame_bytes(),
+    ) {
+        let msg = match target {
+            None => ToHub::Publish { sender, nsp: nsp.clone(), frame: frame.clone() },
+            Some(target) => ToHub::Send { sender, target, nsp: nsp.clone(), frame: frame.clone() },
+        };
+        let mut buf = Vec::new();
+        ipc::put_relay(&mut buf, sender, target, &nsp, &frame);
+        prop_assert_eq!(&buf[..], &msg.encode()[..]);
+        prop_assert_eq!(ipc::relay_len(target.is_some(), nsp.len(), frame.len()), buf.len() - 4);
+
+        let out = FromHub::Frame { from: sender, nsp: nsp.clone(), frame: frame.clone() }.encode();
+        let p = payload(&out);
+        let (from, n, body) = ipc::parse_frame_header(&p).expect("valid").expect("a frame");
+        prop_assert_eq!((from, n), (sender, nsp.as_str()));
+        prop_assert_eq!(&p[body..], &frame[..]);
+    }
+}

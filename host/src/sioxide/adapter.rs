@@ -515,12 +515,12 @@ impl<E: SocketEmitter<AckError = AckError>> Space for WasmClusterAdapter<E> {
         core.wake.notify_one();
     }
 
-    fn incoming_frames(&self, frames: Vec<Vec<u8>>) {
+    fn incoming_frames(&self, frames: Vec<bytes::Bytes>) {
         let Ok(core) = self.core() else { return };
         if frames.len() == 1 {
             let frame = frames.into_iter().next().unwrap_or_default();
             return self.incoming(Incoming::Frame {
-                nsp: core.nsp.clone(),
+                nsp: core.nsp.as_str().into(),
                 from: 0,
                 frame,
             });

@@ -151,7 +151,7 @@ pub(crate) trait Space: Send + Sync {
     /// A message from the hub for this namespace.
     fn incoming(&self, msg: Incoming);
     /// Several frames for this namespace, in order (one component call).
-    fn incoming_frames(&self, frames: Vec<Vec<u8>>);
+    fn incoming_frames(&self, frames: Vec<bytes::Bytes>);
     /// Starts a server-side emit.
     fn server_side_emit(
         &self,
