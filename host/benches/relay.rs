@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("relay");
     g.sample_size(10);
-    for size in [64usize, 1024, 16 * 1024] {
+    for size in [64usize, 256, 1024, 16 * 1024] {
         let frame = vec![7u8; size];
         g.throughput(Throughput::Bytes(size as u64 * FRAMES));
         g.bench_function(BenchmarkId::new("hub", size), |b| {
