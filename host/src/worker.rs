@@ -52,7 +52,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -400,7 +400,8 @@ pub enum Incoming {
         /// Uid of the sending node.
         from: u64,
         /// Opaque adapter frame. Above 512 bytes it is a slice of the link's
-        /// read buffer (no copy), which it keeps alive while held.
+        /// read buffer (no copy), which it keeps alive while held; smaller
+        /// frames are copied into 16 KiB blocks shared with their neighbours.
         frame: Bytes,
     },
     /// A node left because its worker's link closed.
@@ -656,6 +657,8 @@ async fn read_loop(
 ) -> String {
     // The namespace of the last frame, shared by the following ones.
     let mut last_nsp: Option<Arc<str>> = None;
+    // Small frames are copied here, one allocation shared by many frames.
+    let mut small = BytesMut::new();
     loop {
         let mut wait_room = false;
         let mut err = None;
@@ -677,7 +680,7 @@ async fn read_loop(
                     wait_room = true;
                     break;
                 }
-                let msg = match incoming(&mut fr, len, &mut last_nsp) {
+                let msg = match incoming(&mut fr, len, &mut last_nsp, &mut small) {
                     Ok(msg) => msg,
                     Err(e) => {
                         err = Some(e);
@@ -716,11 +719,15 @@ async fn read_loop(
     }
 }
 
+/// Size of the blocks small received frames are copied into.
+const SMALL_BLOCK: usize = 16 * 1024;
+
 /// Takes the frame of `len` bytes at the front of `fr` as a message.
 fn incoming(
     fr: &mut FrameReader,
     len: usize,
     last_nsp: &mut Option<Arc<str>>,
+    small: &mut BytesMut,
 ) -> Result<Incoming, String> {
     let header = ipc::parse_frame_header(&fr.peek_mut(len)[4..]).map_err(|e| e.to_string())?;
     if let Some((from, nsp, body)) = header {
@@ -733,9 +740,15 @@ fn incoming(
             }
         };
         let frame = if len <= COPY_MAX {
-            // A small frame gets its own allocation, so that small frames
-            // kept by the application do not pin whole read buffers.
-            let f = Bytes::copy_from_slice(&fr.peek_mut(len)[4 + body..]);
+            // Small frames are copied out of the read buffer, so that small
+            // frames kept by the application do not pin whole read buffers;
+            // they share 16 KiB blocks instead of one allocation each.
+            let body = &fr.peek_mut(len)[4 + body..];
+            if small.capacity() - small.len() < body.len() {
+                *small = BytesMut::with_capacity(SMALL_BLOCK);
+            }
+            small.extend_from_slice(body);
+            let f = small.split().freeze();
             fr.consume(len);
             f
         } else {
@@ -825,7 +838,7 @@ impl LinkSender {
         let total = 4 + ipc::relay_len(target.is_some(), nsp.len(), frame.len());
         self.push_with(total, |p| {
             if total > ENCODE_MAX {
-                let mut buf = bytes::BytesMut::with_capacity(total);
+                let mut buf = BytesMut::with_capacity(total);
                 ipc::put_relay(&mut buf, sender, target, nsp, frame);
                 p.push_bytes(buf.freeze());
             } else {
