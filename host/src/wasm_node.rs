@@ -257,9 +257,7 @@ impl WasmNode {
         }
         Ok(effects)
     }
-}
 
-impl WasmNode {
     /// Frames through the packed `on-frames-packed` export. A result that
     /// does not decode is a broken instance: replaced like a trap.
     fn packed(
