@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sio_cluster_host::hub::{Attach, Hub, HubConfig};
-use sio_cluster_host::ipc;
-use sio_cluster_host::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerLink};
+use sio_cluster_host::link::ipc;
+use sio_cluster_host::link::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerLink};
+use sio_cluster_host::primary::hub::{Attach, Hub, HubConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
 

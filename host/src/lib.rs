@@ -1,45 +1,28 @@
 //! Host side of sio-cluster: loads the adapter component, runs the IPC hub,
 //! supervises workers and balances clients with sticky sessions.
 //!
-//! The adapter in wasmtime:
-//! - [`engine`]: the wasmtime engine, the embedded default component, limits;
-//! - [`wasm_node`]: one adapter node in its own Store, rebuilt after a trap;
-//! - [`node`]: [`AdapterNode`], one API over the native and the component build;
-//! - [`packet`]: the packet bytes hosts of every runtime exchange;
-//! - [`tenants`]: one isolated instance per tenant and namespace.
+//! One folder per layer, dependencies pointing one way:
 //!
-//! Processes:
-//! - [`ipc`]: the frame codec of the hub link;
-//! - [`hub`]: the relay between workers, with fast leave;
-//! - [`worker`]: the worker side of the link;
-//! - [`sticky`], [`handoff`]: the public port, routed per HTTP request;
-//! - [`supervisor`]: spawns and restarts workers (`run`);
-//! - [`standalone`]: the hub alone on a private socket (`hub --socket`).
+//! - [`runtime`]: the component in wasmtime (engine, one node per `Store`,
+//!   tenants, the compiled artifact shared with workers) → the adapter crate;
+//! - [`link`]: the worker ↔ hub link (frame codec, out queues, the worker's
+//!   end, WebSocket handoff);
+//! - [`primary`]: the hub, sticky routing, the supervisor → [`link`];
+//! - [`sioxide`]: socketioxide's `CoreAdapter` over the component, and the
+//!   demo worker → [`link`] and [`runtime`].
 //!
-//! Dependencies point one way: WIT → adapter (pure logic) → this crate (IO,
-//! processes, wasmtime) → the CLI (`src/main.rs`).
+//! The CLI (`src/main.rs`) is a thin clap shell over these. The whole chain:
+//! WIT → adapter (pure logic) → this crate (IO, processes, wasmtime) → CLI.
 
-pub mod bindings;
-pub mod demo;
-pub mod engine;
-pub mod handoff;
-pub mod hub;
-pub mod ipc;
-pub mod node;
-mod outq;
-pub mod packet;
+pub mod link;
+pub mod primary;
+pub mod runtime;
 pub mod sioxide;
-pub mod standalone;
-pub mod sticky;
-pub mod supervisor;
-pub mod tenants;
-pub mod wasm_node;
-pub mod worker;
 
-pub use engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
-pub use node::{AdapterNode, NodeError};
+pub use runtime::engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
+pub use runtime::node::{AdapterNode, NodeError};
+pub use runtime::wasm_node::WasmNode;
 pub use sio_cluster_adapter as adapter;
-pub use wasm_node::WasmNode;
 
 /// The README's code compiles (checked by `cargo test --doc`).
 #[cfg(doctest)]

@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 clean stop (SIGTERM / SIGINT), 1 other error, 2 usage error,
 //! 3 cannot listen (public port, private port or hub socket), 4 the worker
-//! command cannot be started, 5 unsafe hub socket location.
+//! command cannot be started, 5 unsafe hub socket location, 6 the adapter
+//! component (`--component`) is unusable.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -12,11 +13,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sio_cluster_host::hub::{DEFAULT_MAX_QUEUED, HubConfig};
-use sio_cluster_host::ipc::DEFAULT_MAX_FRAME;
-use sio_cluster_host::standalone::{StandaloneConfig, StandaloneError, run_hub};
-use sio_cluster_host::sticky::{Balance, StickyConfig};
-use sio_cluster_host::supervisor::{RunConfig, RunError, run};
+use sio_cluster_host::link::ipc::DEFAULT_MAX_FRAME;
+use sio_cluster_host::primary::hub::{DEFAULT_MAX_QUEUED, HubConfig};
+use sio_cluster_host::primary::standalone::{StandaloneConfig, StandaloneError, run_hub};
+use sio_cluster_host::primary::sticky::{Balance, StickyConfig};
+use sio_cluster_host::primary::supervisor::{RunConfig, RunError, run};
+use sio_cluster_host::runtime::artifact::{self, ComponentError};
 use tracing::error;
 
 /// mimalloc: the relay and the workers allocate a few small buffers per
@@ -33,6 +35,8 @@ Exit codes:
   3  cannot listen (public port, a worker's private port, or the hub socket)
   4  the worker command cannot be started
   5  unsafe hub socket location (directory not private, or not a socket)
+  6  the adapter component (--component) cannot be used: unreadable, not a
+     component, or not of the socketio:cluster/cluster-adapter@0.1.0 world
 
 Logs go to stderr; set the level with RUST_LOG (default: info).";
 
@@ -79,6 +83,11 @@ enum Cmd {
     /// without a command.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
+    /// Show the adapter component the workers load: its sha256 and size, or
+    /// write it to a file; with --check, check a component file as `run
+    /// --component` would.
+    #[command(after_help = EXIT_CODES)]
+    Component(ComponentArgs),
     /// One demo worker; started by `demo`, not by hand (it needs the
     /// environment the primary sets).
     #[command(hide = true)]
@@ -106,7 +115,27 @@ struct DemoArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct ComponentArgs {
+    /// Write the embedded component to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
+    out: Option<PathBuf>,
+    /// Check FILE (a component of the adapter world?) instead of showing
+    /// the embedded component; exit code 6 when it is unusable.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+    /// Print only the sha256 (hex).
+    #[arg(long)]
+    sha256: bool,
+}
+
+#[derive(clap::Args, Debug)]
 struct ClusterArgs {
+    /// Adapter component (.wasm) every worker loads instead of the embedded
+    /// one. Checked (a component of the socketio:cluster/cluster-adapter@0.1.0
+    /// world) and compiled once before any worker starts; workers get it as
+    /// SIO_CLUSTER_COMPONENT and the compiled artifact as SIO_CLUSTER_COMPILED.
+    #[arg(long, value_name = "PATH", env = "SIO_CLUSTER_COMPONENT")]
+    component: Option<PathBuf>,
     /// Number of workers [default: number of CPUs].
     #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: Option<u32>,
@@ -210,6 +239,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => a.cluster.threads,
         Cmd::Demo(a) => a.cluster.threads,
         Cmd::Hub(a) => a.threads,
+        Cmd::Component(_) => 1,
         Cmd::DemoWorker => 1,
     };
     let built = if threads <= 1 {
@@ -246,7 +276,8 @@ fn main() -> ExitCode {
                 ExitCode::from(4)
             }
         },
-        Cmd::DemoWorker => match runtime.block_on(sio_cluster_host::demo::run_worker()) {
+        Cmd::Component(args) => component_cmd(args),
+        Cmd::DemoWorker => match runtime.block_on(sio_cluster_host::sioxide::demo::run_worker()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = %e, "demo worker failed");
@@ -285,7 +316,20 @@ fn run_cluster(
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    // The one call into the runtime layer: check the component and compile
+    // it once for every worker (kept until the primary stops).
+    let prepared = match artifact::prepare_for_workers(args.component.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "sio-cluster-host: the adapter component cannot be used");
+            return ExitCode::from(match e {
+                ComponentError::Prepare(_) => 1,
+                _ => 6,
+            });
+        }
+    };
     let config = RunConfig {
+        worker_env: prepared.env.clone(),
         workers,
         bind: SocketAddr::new(args.bind, args.port),
         command,
@@ -316,4 +360,67 @@ fn run_cluster(
             })
         }
     }
+}
+
+/// `component`: show, write or check the adapter component.
+fn component_cmd(args: ComponentArgs) -> ExitCode {
+    let (label, bytes) = match &args.check {
+        Some(path) => match std::fs::read(path) {
+            Ok(b) => (path.clone(), b),
+            Err(source) => {
+                let e = ComponentError::Read {
+                    path: path.clone(),
+                    source,
+                };
+                eprintln!("sio-cluster-host: {e}");
+                return ExitCode::from(6);
+            }
+        },
+        None => (
+            PathBuf::from("(embedded component)"),
+            sio_cluster_host::DEFAULT_COMPONENT.to_vec(),
+        ),
+    };
+    if let Some(out) = &args.out
+        && let Err(e) = std::fs::write(out, &bytes)
+    {
+        eprintln!("sio-cluster-host: cannot write {}: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    let sha = artifact::sha256_hex(&bytes);
+    if args.sha256 {
+        println!("{sha}");
+        if args.check.is_none() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    if args.check.is_some() {
+        return match artifact::check_component(&label, &bytes) {
+            Ok(c) => {
+                if !args.sha256 {
+                    println!(
+                        "{}: a component of {} ({} bytes, sha256 {})",
+                        label.display(),
+                        artifact::WORLD,
+                        c.size,
+                        c.sha256
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sio-cluster-host: {e}");
+                ExitCode::from(6)
+            }
+        };
+    }
+    println!(
+        "embedded adapter component: {} bytes, sha256 {sha}, world {}",
+        bytes.len(),
+        artifact::WORLD
+    );
+    if let Some(out) = &args.out {
+        println!("written to {}", out.display());
+    }
+    ExitCode::SUCCESS
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Conn, Primary, WORKER, events, get, handshake, info, wait_for};
+use common::{Conn, Primary, events, get, handshake, info, wait_for, worker};
 
 fn post(port: u16, path: &str, body: &[u8]) -> String {
     let r = Conn::open(port).post(path, body);
@@ -43,7 +43,7 @@ fn component_nodes_talk_across_worker_processes() {
     let p = Primary::start(
         3,
         "round-robin",
-        &[WORKER],
+        &[worker()],
         &[("SIO_TEST_ADAPTER", "1"), ("SIO_TEST_SILENT", "2")],
     );
     p.wait_attached(3);
@@ -138,7 +138,7 @@ fn kill_9_of_a_hung_worker_settles_every_request_in_flight() {
     let p = Primary::start(
         3,
         "round-robin",
-        &[WORKER],
+        &[worker()],
         &[
             ("SIO_TEST_ADAPTER", "1"),
             ("SIO_TEST_REQUEST_TIMEOUT", "20000"),

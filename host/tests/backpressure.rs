@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Conn, Primary, WORKER, events, get, handshake, info, wait_for};
+use common::{Conn, Primary, events, get, handshake, info, wait_for, worker};
 
 /// A `/proc/<pid>/status` field in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -31,7 +31,7 @@ fn a_stalled_worker_is_dropped_and_the_hub_stays_bounded() {
         3,
         "round-robin",
         &["--max-queued-bytes", &limit.to_string()],
-        &[WORKER],
+        &[worker()],
         // Each worker's link holds at most 1 MiB of unread messages.
         &[("SIO_CLUSTER_MAX_QUEUED", "1048576")],
     );

@@ -26,7 +26,7 @@ fn three_sessions(port: u16) -> Vec<(String, u32, u32, String)> {
 #[test]
 fn broadcast_reaches_others_and_send_reaches_only_target() {
     // Also covers the multi-threaded runtime of the primary.
-    let p = Primary::start_with(3, "round-robin", &["--threads", "2"], &[WORKER], &[]);
+    let p = Primary::start_with(3, "round-robin", &["--threads", "2"], &[worker()], &[]);
     p.wait_attached(3);
     let s = three_sessions(p.port);
     assert_eq!(
@@ -257,7 +257,7 @@ fn websocket_upgrade_is_spliced_to_the_owner() {
 
 #[test]
 fn websocket_handoff_passes_the_socket_to_the_owner() {
-    let p = Primary::start_with(2, "round-robin", &["--handoff-websocket"], &[WORKER], &[]);
+    let p = Primary::start_with(2, "round-robin", &["--handoff-websocket"], &[worker()], &[]);
     p.wait_attached(2);
     websocket_to_owner(&p, "handoff");
     // Polling still goes through the proxy, per request, on keep-alive.
@@ -365,7 +365,7 @@ fn sessions_reported_by_workers_route_too() {
     let p = Primary::start(
         2,
         "least-connection",
-        &[WORKER],
+        &[worker()],
         &[("SIO_TEST_REPORT_SESSIONS", "1")],
     );
     p.wait_attached(2);
@@ -466,7 +466,7 @@ fn heartbeat_settings_reach_the_workers() {
             "--heartbeat-timeout",
             "5678",
         ],
-        &[WORKER],
+        &[worker()],
         &[],
     );
     p.wait_attached(1);
@@ -485,7 +485,7 @@ fn measure_websocket_paths() {
         ("proxied", &[][..]),
         ("handoff", &["--handoff-websocket"][..]),
     ] {
-        let p = Primary::start_with(1, "round-robin", args, &[WORKER], &[]);
+        let p = Primary::start_with(1, "round-robin", args, &[worker()], &[]);
         p.wait_attached(1);
         let sid = handshake(p.port);
         let mut c = Conn::open(p.port);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use sio_cluster_host::ipc::{FromHub, PROTOCOL_VERSION, ToHub};
+use sio_cluster_host::link::ipc::{FromHub, PROTOCOL_VERSION, ToHub};
 
 struct HubProc {
     child: Child,
@@ -60,7 +60,7 @@ impl Drop for HubProc {
 
 /// A test worker attached by path; returns the child and its HTTP port.
 fn attach_worker(hub: &HubProc, index: u32) -> (Child, u16) {
-    let mut child = Command::new(WORKER)
+    let mut child = Command::new(worker())
         .env("SIO_CLUSTER_IPC", &hub.socket)
         .env("SIO_CLUSTER_TOKEN_FILE", &hub.token_file)
         .env("SIO_CLUSTER_WORKER", index.to_string())
@@ -172,7 +172,7 @@ fn strangers_without_the_token_cannot_attach() {
     assert!(matches!(read_frame(&mut s), Some(FromHub::Refused { .. })));
 
     // A worker with a wrong token exits with an error.
-    let out = Command::new(WORKER)
+    let out = Command::new(worker())
         .env("SIO_CLUSTER_IPC", &hub.socket)
         .env("SIO_CLUSTER_TOKEN", "not-the-token")
         .stdin(Stdio::null())

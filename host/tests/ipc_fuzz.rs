@@ -1,4 +1,4 @@
-//! Bulk robustness run of the hub link's frame parser (`sio_cluster_host::ipc`)
+//! Bulk robustness run of the hub link's frame parser (`sio_cluster_host::link::ipc`)
 //! and of a live in-process hub.
 //!
 //! * `SIO_FUZZ_FRAMES` (default 200 000) random and mutated payloads into
@@ -18,9 +18,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sio_cluster_host::hub::{Attach, Hub, HubConfig};
-use sio_cluster_host::ipc::{self, FromHub, PROTOCOL_VERSION, ReadError, ToHub};
-use sio_cluster_host::worker::{Incoming, LinkOptions, WorkerLink};
+use sio_cluster_host::link::ipc::{self, FromHub, PROTOCOL_VERSION, ReadError, ToHub};
+use sio_cluster_host::link::worker::{Incoming, LinkOptions, WorkerLink};
+use sio_cluster_host::primary::hub::{Attach, Hub, HubConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

@@ -1,11 +1,11 @@
-//! Property tests of the hub link's frame codec (`sio_cluster_host::ipc`):
+//! Property tests of the hub link's frame codec (`sio_cluster_host::link::ipc`):
 //! every valid frame round-trips, through `encode`/`decode` and through the
 //! stream reader; random and mutated frames never panic the decoder or the
 //! reader, and the reader never allocates past what it was sent.
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sio_cluster_host::ipc::{self, CodecError, FromHub, ReadError, ToHub};
+use sio_cluster_host::link::ipc::{self, CodecError, FromHub, ReadError, ToHub};
 
 fn small_str() -> impl Strategy<Value = String> {
     prop_oneof![

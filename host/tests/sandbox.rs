@@ -3,20 +3,21 @@
 //! panic. Each is stopped, the instance is rebuilt from the host side, and
 //! other instances keep serving.
 
-use std::path::Path;
+#[path = "support/guest.rs"]
+mod guest;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sio_cluster_host::adapter::wire::{self, Envelope, Message};
 use sio_cluster_host::adapter::{Config, Effect, Opts, RequestValue, RoomOwner};
-use sio_cluster_host::engine::MISBEHAVING_COMPONENT;
-use sio_cluster_host::wasm_node::RESTARTED_ERROR;
+use sio_cluster_host::runtime::wasm_node::RESTARTED_ERROR;
 use sio_cluster_host::{AdapterEngine, AdapterNode, EngineOptions, Limits, NodeError, WasmNode};
 
 fn engine() -> &'static AdapterEngine {
     static E: OnceLock<AdapterEngine> = OnceLock::new();
     E.get_or_init(|| {
-        AdapterEngine::from_file(Path::new(MISBEHAVING_COMPONENT), EngineOptions::default())
+        AdapterEngine::from_file(guest::misbehaving_component(), EngineOptions::default())
             .expect("the misbehaving build loads")
     })
 }

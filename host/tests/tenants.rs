@@ -1,10 +1,12 @@
 //! Multi-tenant isolation and the cost of 1 000 tenant instances.
 
+#[path = "support/guest.rs"]
+mod guest;
+
 use std::time::Instant;
 
 use sio_cluster_host::adapter::{Effect, Opts, RoomOwner};
-use sio_cluster_host::engine::MISBEHAVING_COMPONENT;
-use sio_cluster_host::tenants::Tenants;
+use sio_cluster_host::runtime::tenants::Tenants;
 use sio_cluster_host::{AdapterEngine, AdapterNode, EngineOptions, Limits, NodeError};
 
 fn frames(effects: &[Effect]) -> Vec<Vec<u8>> {
@@ -78,11 +80,8 @@ fn tenants_never_see_each_other() {
 
 #[test]
 fn a_trap_in_one_tenant_leaves_the_others_alone() {
-    let engine = AdapterEngine::from_file(
-        std::path::Path::new(MISBEHAVING_COMPONENT),
-        EngineOptions::default(),
-    )
-    .expect("engine");
+    let engine = AdapterEngine::from_file(guest::misbehaving_component(), EngineOptions::default())
+        .expect("engine");
     let mut t = Tenants::new(engine, Limits::default(), RoomOwner::Component);
     t.node("good", "/")
         .expect("good")

@@ -39,9 +39,9 @@ use crate::adapter::{
     Ack, Completion, Config, Effect, LocalOp, NodeId, Opts, RequestId, RequestValue, RoomOwner,
     SocketInfo,
 };
-use crate::node::{AdapterNode, NodeError};
-use crate::wasm_node::WasmNode;
-use crate::worker::{Incoming, feed};
+use crate::link::worker::Incoming;
+use crate::runtime::node::{AdapterNode, NodeError};
+use crate::runtime::wasm_node::WasmNode;
 
 /// Who waits for a request of this node.
 enum Waiter {
@@ -85,7 +85,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use sio_cluster_host::sioxide::{WasmCluster, WasmClusterAdapter};
-/// use sio_cluster_host::worker::WorkerEnv;
+/// use sio_cluster_host::link::worker::WorkerEnv;
 /// use socketioxide::SocketIo;
 ///
 /// let env = WorkerEnv::from_env()?;
@@ -828,5 +828,19 @@ async fn clock<E: SocketEmitter<AckError = AckError>>(
         if let Ok(effects) = a.call(&core, |n, now| n.tick(now)) {
             a.carry(&core, effects, None);
         }
+    }
+}
+
+/// Feeds a message from the hub to `node`, the node of the message's
+/// namespace: a frame goes to `on_frame`, a dead node to `node_down`.
+/// A refused frame is `Ok(Err(..))` (count it, drop it; the node is fine).
+fn feed(
+    node: &mut dyn AdapterNode,
+    now: u64,
+    msg: &Incoming,
+) -> Result<Result<Vec<sio_cluster_adapter::Effect>, sio_cluster_adapter::FrameError>, NodeError> {
+    match msg {
+        Incoming::Frame { frame, .. } => node.on_frame(now, frame),
+        Incoming::NodeDown { uid, .. } => node.node_down(now, *uid).map(Ok),
     }
 }

@@ -13,9 +13,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::adapter::{Completion, RequestValue};
-use crate::engine::{AdapterEngine, Limits};
-use crate::packet::EncodedPacket;
-use crate::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerEnv, WorkerLink};
+use crate::link::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerEnv, WorkerLink};
+use crate::runtime::artifact::WorkerComponent;
+use crate::runtime::engine::{AdapterEngine, EngineOptions, Limits};
+use crate::sioxide::packet::EncodedPacket;
 
 use super::Error;
 
@@ -188,11 +189,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl WasmCluster {
     /// Attaches to the hub described by the environment the primary set
-    /// (`sio-cluster-host run`) and loads the embedded component. The process
-    /// exits with code 75 when the hub link closes (no orphan workers).
+    /// (`sio-cluster-host run`) and loads the component: the primary's
+    /// compiled artifact when it is usable, else the component of
+    /// `SIO_CLUSTER_COMPONENT` or the embedded one, compiled here (see
+    /// [`crate::runtime::artifact`]). The process exits with code 75 when
+    /// the hub link closes (no orphan workers).
     pub async fn from_env(env: &WorkerEnv) -> Result<Self, Error> {
         let settings = ClusterSettings::from_env(env);
-        Self::connect(env, LinkOptions::default(), AdapterEngine::new, settings).await
+        let load = || {
+            WorkerComponent::from_env()
+                .load(EngineOptions::default())
+                .map(|(engine, _)| engine)
+        };
+        Self::connect(env, LinkOptions::default(), load, settings).await
     }
 
     /// Attaches with explicit link options, engine and settings.

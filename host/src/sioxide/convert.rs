@@ -5,7 +5,7 @@
 //!   namespace node.
 //! * Packets: a socketioxide [`Packet`] is encoded with the namespace parser
 //!   into its Socket.IO v5 text and attachments, laid out as
-//!   [`EncodedPacket`] bytes (see [`crate::packet`]); receivers decode them
+//!   [`EncodedPacket`] bytes (see [`crate::sioxide::packet`]); receivers decode them
 //!   with the same parser. Only string parsers (socketioxide's default common
 //!   parser) are supported: every worker of a cluster must use it.
 //! * Acks: an ack's payload is the [`EncodedPacket`] of the ack's argument
@@ -20,7 +20,7 @@ use socketioxide_core::parser::{Parse, ParseConfig, ParseError, ParserState};
 use socketioxide_core::{Sid, Str, Uid, Value};
 
 use crate::adapter::{Flags, NodeId, Opts};
-use crate::packet::{EncodedPacket, PacketError};
+use crate::sioxide::packet::{EncodedPacket, PacketError};
 
 /// Why packet bytes from another node could not be used.
 #[derive(Debug, thiserror::Error)]

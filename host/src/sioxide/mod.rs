@@ -1,4 +1,5 @@
-//! socketioxide over the adapter component: [`WasmClusterAdapter`] implements
+//! socketioxide over the adapter component (the glue layer, on top of
+//! [`crate::link`] and [`crate::runtime`]): [`WasmClusterAdapter`] implements
 //! socketioxide's `CoreAdapter`, so a socketioxide server switches to a
 //! machine-local cluster with one line:
 //!
@@ -11,7 +12,9 @@
 //! * [`adapter`]: the `CoreAdapter` implementation, one component instance per
 //!   namespace;
 //! * [`acks`]: the ack stream of a broadcast-with-ack;
-//! * [`convert`]: options, packets and ids between socketioxide and the adapter.
+//! * [`convert`]: options, packets and ids between socketioxide and the adapter;
+//! * [`packet`]: the packet bytes hosts of every runtime exchange;
+//! * [`demo`]: the demo worker (`shared/demo-contract.md`).
 //!
 //! Pinned to socketioxide 0.18.9 / socketioxide-core 0.20.0, common parser.
 
@@ -19,6 +22,8 @@ pub mod acks;
 pub mod adapter;
 pub mod cluster;
 pub mod convert;
+pub mod demo;
+pub mod packet;
 
 pub use adapter::{InitRes, WasmClusterAdapter};
 pub use cluster::{
@@ -60,8 +65,8 @@ pub enum Error {
     Closed,
 }
 
-impl From<crate::worker::LinkError> for Error {
-    fn from(e: crate::worker::LinkError) -> Self {
+impl From<crate::link::worker::LinkError> for Error {
+    fn from(e: crate::link::worker::LinkError) -> Self {
         Error::Link(e.to_string())
     }
 }

@@ -4,14 +4,58 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const HOST: &str = env!("CARGO_BIN_EXE_sio-cluster-host");
-pub const WORKER: &str = env!("CARGO_BIN_EXE_sio-cluster-test-worker");
+
+/// The test worker (`tests/support/worker.rs`, the example
+/// `sio-cluster-test-worker`: an example so that `cargo install` leaves it
+/// out), built once per test process with this test binary's profile and
+/// target directory.
+pub fn worker() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary sits in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a profile directory name");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "--locked", "-p", "sio-cluster-host"])
+            .args(["--example", "sio-cluster-test-worker"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the test worker failed: {status}"
+        );
+        let path = profile_dir.join("examples").join("sio-cluster-test-worker");
+        assert!(path.is_file(), "no test worker at {}", path.display());
+        path.to_string_lossy().into_owned()
+    })
+}
 
 pub fn now_micros() -> u128 {
     SystemTime::now()
@@ -110,7 +154,7 @@ impl Primary {
         }
         let mut child = cmd.spawn().expect("spawn primary");
         let log = drain(child.stderr.take().expect("stderr"));
-        let port = wait_for(Duration::from_secs(10), "primary listening", || {
+        let port = wait_for(Duration::from_secs(60), "primary listening", || {
             log.lock().expect("log").iter().find_map(|l| {
                 let at = l.find("public_addr=127.0.0.1:")?;
                 let rest = &l[at + "public_addr=127.0.0.1:".len()..];
@@ -122,7 +166,7 @@ impl Primary {
     }
 
     pub fn start_workers(workers: usize, balance: &str) -> Primary {
-        Primary::start(workers, balance, &[WORKER], &[])
+        Primary::start(workers, balance, &[worker()], &[])
     }
 
     pub fn log_text(&self) -> String {

@@ -19,9 +19,9 @@ use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::{SocketIo, SocketIoConfig};
 use tracing::{error, info, warn};
 
-use crate::handoff::accept_loop;
+use crate::link::handoff::accept_loop;
+use crate::link::worker::WorkerEnv;
 use crate::sioxide::{WasmCluster, WasmClusterAdapter};
-use crate::worker::WorkerEnv;
 
 /// The adapter type of the demo.
 pub type Adapter = WasmClusterAdapter<Emitter>;

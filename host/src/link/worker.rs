@@ -13,7 +13,7 @@
 //! | `SIO_CLUSTER_WORKERS` | number of workers in the cluster (set by `run`) |
 //! | `SIO_CLUSTER_LISTEN` | private loopback address the worker must serve HTTP on (set by `run`) |
 //! | `SIO_CLUSTER_LISTEN_FD` | an inherited, already bound and listening TCP socket for that address (set by `run`); use it rather than binding, see [`WorkerEnv::http_listener`] |
-//! | `SIO_CLUSTER_HANDOFF` | `fd:N`, a socket on which the primary passes WebSocket connections (only with `run --handoff-websocket`); see [`WorkerEnv::handoff_receiver`] and [`crate::handoff`] |
+//! | `SIO_CLUSTER_HANDOFF` | `fd:N`, a socket on which the primary passes WebSocket connections (only with `run --handoff-websocket`); see [`WorkerEnv::handoff_receiver`] and [`crate::link::handoff`] |
 //! | `SIO_CLUSTER_HEARTBEAT_INTERVAL` | adapter heartbeat interval in ms (default 5000) |
 //! | `SIO_CLUSTER_HEARTBEAT_TIMEOUT` | adapter heartbeat timeout in ms (default 10000) |
 //! | `SIO_CLUSTER_MAX_FRAME` | largest frame payload in bytes (default 64 MiB) |
@@ -44,7 +44,7 @@
 //!   the receiver comes back for the next one).
 //!   At the limit the link stops reading its socket, so the hub's queue for
 //!   this worker grows instead, and the hub drops the worker at
-//!   `--max-queued-bytes` (see [`crate::hub`]): a worker that stops reading
+//!   `--max-queued-bytes` (see [`crate::primary::hub`]): a worker that stops reading
 //!   uses at most this limit plus one frame, it never grows without bound.
 
 use std::net::SocketAddr;
@@ -62,9 +62,9 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tracing::{debug, error};
 
-use crate::handoff::HandoffReceiver;
-use crate::ipc::{self, FrameReader, FromHub, ReadError, ToHub};
-use crate::outq::{COPY_MAX, ENCODE_MAX, OutQueue};
+use crate::link::handoff::HandoffReceiver;
+use crate::link::ipc::{self, FrameReader, FromHub, ReadError, ToHub};
+use crate::link::outq::{COPY_MAX, ENCODE_MAX, OutQueue};
 
 /// Exit code of a worker whose hub link closed (see the module docs).
 pub const LINK_CLOSED_EXIT_CODE: i32 = 75;
@@ -554,7 +554,7 @@ impl WorkerLink {
     }
 
     /// Opens a link over an already connected stream (e.g. one end of
-    /// `UnixStream::pair()` whose other end was given to [`crate::hub::Hub::attach`]),
+    /// `UnixStream::pair()` whose other end was given to [`crate::primary::hub::Hub::attach`]),
     /// for in-process use and tests.
     pub async fn connect_stream(
         stream: UnixStream,
@@ -790,7 +790,7 @@ impl LinkSender {
     fn push_with(
         &self,
         total: usize,
-        put: impl FnOnce(&mut crate::outq::Pending),
+        put: impl FnOnce(&mut crate::link::outq::Pending),
     ) -> Result<(), LinkError> {
         let len = total - 4;
         if len > self.max_frame || len > u32::MAX as usize {
@@ -964,27 +964,10 @@ impl LinkSender {
     }
 }
 
-/// Feeds a message from the hub to `node`, the node of the message's
-/// namespace: a frame goes to `on_frame`, a dead node to `node_down`.
-/// A refused frame is `Ok(Err(..))` (count it, drop it; the node is fine).
-pub fn feed(
-    node: &mut dyn crate::AdapterNode,
-    now: u64,
-    msg: &Incoming,
-) -> Result<
-    Result<Vec<sio_cluster_adapter::Effect>, sio_cluster_adapter::FrameError>,
-    crate::NodeError,
-> {
-    match msg {
-        Incoming::Frame { frame, .. } => node.on_frame(now, frame),
-        Incoming::NodeDown { uid, .. } => node.node_down(now, *uid).map(Ok),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Attach, DropReason, Hub, HubConfig};
+    use crate::primary::hub::{Attach, DropReason, Hub, HubConfig};
     use tokio::io::AsyncReadExt;
 
     fn opts(max_queued_bytes: usize) -> LinkOptions {

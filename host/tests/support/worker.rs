@@ -13,7 +13,7 @@
 //! * `Upgrade:` requests: `101`, then `worker=<i> via=<listener|handoff>\n` and
 //!   an echo of every byte (handed-off connections arrive when
 //!   `SIO_CLUSTER_HANDOFF` is set);
-//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr> hb=<interval ms>,<timeout ms>`;
+//! * `/ctl/info`: `worker=<i> pid=<pid> uids=<nsp>=<hex uid>,... listen=<addr> hb=<interval ms>,<timeout ms> component=<none|precompiled|compiled|fallback:reason>`;
 //! * `/ctl/publish?nsp=N` and `/ctl/send?nsp=N&target=<hex>`: relay the
 //!   request body as an adapter frame;
 //! * `/ctl/events`: one line per message received from the hub,
@@ -62,11 +62,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sio_cluster_host::handoff::accept_loop;
-use sio_cluster_host::sticky::query_param;
-use sio_cluster_host::worker::{
+use sio_cluster_host::link::handoff::accept_loop;
+use sio_cluster_host::link::worker::{
     Incoming as HubMsg, LinkOptions, LinkSender, WorkerEnv, WorkerLink,
 };
+use sio_cluster_host::primary::sticky::query_param;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The adapter nodes of this worker (adapter mode).
@@ -74,6 +74,9 @@ struct Adapter {
     nodes: Mutex<std::collections::BTreeMap<String, sio_cluster_host::WasmNode>>,
     start: std::time::Instant,
     silent: bool,
+    /// How the component was loaded: `precompiled`, `compiled` or
+    /// `fallback:<reason>`.
+    loaded: String,
 }
 
 struct State {
@@ -183,12 +186,13 @@ async fn handle(
             text(
                 StatusCode::OK,
                 format!(
-                    "worker={} pid={} uids={} listen={} hb={}",
+                    "worker={} pid={} uids={} listen={} hb={} component={}",
                     state.index,
                     state.pid,
                     uids.join(","),
                     state.listen,
-                    state.hb
+                    state.hb,
+                    state.adapter.as_ref().map_or("none", |a| a.loaded.as_str())
                 ),
             )
         }
@@ -391,18 +395,18 @@ async fn main() -> std::process::ExitCode {
                 let nsp = match &msg {
                     HubMsg::Frame { nsp, .. } | HubMsg::NodeDown { nsp, .. } => nsp.clone(),
                 };
-                let effects =
-                    with_node(
-                        &ev_state,
-                        &nsp,
-                        |n, now| match sio_cluster_host::worker::feed(n, now, &msg)? {
-                            Ok(e) => Ok(e),
-                            Err(e) => {
-                                log(&ev_state, format!("refused {e}"));
-                                Ok(Vec::new())
-                            }
-                        },
-                    );
+                let effects = with_node(&ev_state, &nsp, |n, now| {
+                    match match &msg {
+                        HubMsg::Frame { frame, .. } => n.on_frame(now, frame)?,
+                        HubMsg::NodeDown { uid, .. } => Ok(n.node_down(now, *uid)?),
+                    } {
+                        Ok(e) => Ok(e),
+                        Err(e) => {
+                            log(&ev_state, format!("refused {e}"));
+                            Ok(Vec::new())
+                        }
+                    }
+                });
                 carry(&ev_state, &nsp, effects);
                 continue;
             }
@@ -464,8 +468,9 @@ fn log(state: &State, line: String) {
 
 fn start_adapter(index: u32, uids: &[(String, u64)], env: &WorkerEnv) -> anyhow::Result<Adapter> {
     use sio_cluster_host::adapter::{Config, RoomOwner};
-    use sio_cluster_host::{AdapterEngine, AdapterNode, Limits};
-    let engine = AdapterEngine::new()?;
+    use sio_cluster_host::runtime::artifact::{Loaded, WorkerComponent};
+    use sio_cluster_host::{AdapterNode, EngineOptions, Limits};
+    let (engine, loaded) = WorkerComponent::from_env().load(EngineOptions::default())?;
     let mut nodes = std::collections::BTreeMap::new();
     for (nsp, uid) in uids {
         let mut cfg = Config::new(*uid, nsp.clone(), RoomOwner::Component);
@@ -490,6 +495,11 @@ fn start_adapter(index: u32, uids: &[(String, u64)], env: &WorkerEnv) -> anyhow:
         nodes: Mutex::new(nodes),
         start: std::time::Instant::now(),
         silent,
+        loaded: match loaded {
+            Loaded::Precompiled => "precompiled".into(),
+            Loaded::Compiled => "compiled".into(),
+            Loaded::Fallback(reason) => format!("fallback:{}", reason.replace(' ', "_")),
+        },
     })
 }
 

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use sio_cluster_adapter::{Config, RoomOwner};
 
-use crate::engine::{AdapterEngine, Limits};
-use crate::wasm_node::WasmNode;
+use crate::runtime::engine::{AdapterEngine, Limits};
+use crate::runtime::wasm_node::WasmNode;
 
 /// The adapter instances of many tenants, created on first use.
 pub struct Tenants {

@@ -31,7 +31,7 @@
 //!
 //! With [`StickyConfig::handoff_websocket`], a connection whose first request
 //! is a WebSocket upgrade is passed to its worker instead (see
-//! [`crate::handoff`]).
+//! [`crate::link::handoff`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -53,8 +53,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::handoff::{HANDOFF_TIMEOUT, HandoffSender, MAX_HANDOFF_PREFIX, PrefixedIo};
-use crate::hub::{ConnId, HubEvent, HubObserver};
+use crate::link::handoff::{HANDOFF_TIMEOUT, HandoffSender, MAX_HANDOFF_PREFIX, PrefixedIo};
+use crate::primary::hub::{ConnId, HubEvent, HubObserver};
 
 /// Body type of the responses the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -83,7 +83,7 @@ pub struct StickyConfig {
     /// Close a client connection that takes longer to send a request head.
     pub header_read_timeout: Duration,
     /// Hand WebSocket connections to their worker with SCM_RIGHTS instead of
-    /// proxying them (see [`crate::handoff`]).
+    /// proxying them (see [`crate::link::handoff`]).
     pub handoff_websocket: bool,
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use crate::hub::{Hub, HubConfig};
+use crate::primary::hub::{Hub, HubConfig};
 
 /// Settings of `sio-cluster-host hub`.
 #[derive(Debug, Clone)]

@@ -20,9 +20,9 @@ use sio_cluster_adapter::{
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use crate::bindings::{self, ClusterAdapter};
-use crate::engine::{AdapterEngine, HostState, Limits};
-use crate::node::{AdapterNode, NodeError};
+use crate::runtime::bindings::{self, ClusterAdapter};
+use crate::runtime::engine::{AdapterEngine, HostState, Limits};
+use crate::runtime::node::{AdapterNode, NodeError};
 
 /// Error of requests that were pending when their instance trapped.
 pub const RESTARTED_ERROR: &str = "adapter instance restarted after a trap";

@@ -1,6 +1,6 @@
 //! The relay between workers ("hub").
 //!
-//! Each worker holds one link (a Unix stream socket, see [`crate::ipc`]). The hub
+//! Each worker holds one link (a Unix stream socket, see [`crate::link::ipc`]). The hub
 //! never decodes adapter frames; it reads the routing header only:
 //!
 //! * `Publish` goes to every other attached worker;
@@ -49,8 +49,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::ipc::{self, FrameReader, FromHub, RelayHeader, ToHub};
-use crate::outq::{COPY_MAX, OutQueue};
+use crate::link::ipc::{self, FrameReader, FromHub, RelayHeader, ToHub};
+use crate::link::outq::{COPY_MAX, OutQueue};
 
 /// Identifies one attached link (unique for the life of the hub).
 pub type ConnId = u64;
@@ -620,7 +620,7 @@ impl Hub {
         &self,
         conn: &Conn,
         len: usize,
-        put: impl FnOnce(&mut crate::outq::Pending),
+        put: impl FnOnce(&mut crate::link::outq::Pending),
     ) -> bool {
         if conn.ctl.is_closed() {
             return false;
@@ -774,7 +774,7 @@ impl Hub {
         let payload_len = (out_len - 4) as u32;
         if out_len <= COPY_MAX {
             let frame = &*frame;
-            let put = |p: &mut crate::outq::Pending| {
+            let put = |p: &mut crate::link::outq::Pending| {
                 let buf = p.buf(out_len);
                 buf.put_u32_le(payload_len);
                 buf.put_u8(ipc::FRAME_KIND);
@@ -905,7 +905,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerLink};
+    use crate::link::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerLink};
     use std::sync::Mutex as StdMutex;
 
     #[derive(Default)]
@@ -1070,7 +1070,7 @@ mod tests {
         // The worker side refuses frames above its own limit before sending.
         assert!(matches!(
             s1.publish(7, "/", vec![0u8; 2 << 20]),
-            Err(crate::worker::LinkError::TooLarge { .. })
+            Err(crate::link::worker::LinkError::TooLarge { .. })
         ));
     }
 

@@ -16,17 +16,12 @@ use sio_cluster_adapter::Config as NodeConfig;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits};
 
-use crate::bindings::ClusterAdapterPre;
-use crate::wasm_node::WasmNode;
+use super::bindings::ClusterAdapterPre;
+use super::wasm_node::WasmNode;
 
 /// The adapter component built from `adapter/` and embedded in this binary.
 pub static DEFAULT_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sio_cluster_adapter.wasm"));
-
-/// Path of the deliberately misbehaving build of the component (feature
-/// `misbehave` of the adapter), for the sandbox tests. Not embedded.
-#[doc(hidden)]
-pub const MISBEHAVING_COMPONENT: &str = env!("SIO_CLUSTER_MISBEHAVING_COMPONENT");
 
 /// Per-instance limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +92,17 @@ impl AdapterEngine {
 
     /// A component from its bytes.
     pub fn from_bytes(bytes: &[u8], opts: EngineOptions) -> Result<Self> {
+        let engine = Self::engine_for(&opts)?;
+        let component = Component::new(&engine, bytes)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .context("not a valid adapter component")?;
+        Self::from_component(engine, component, &opts)
+    }
+
+    /// The wasmtime engine with this crate's settings. The primary compiles
+    /// the workers' artifact with the same settings
+    /// ([`artifact`](super::artifact)), so that their engines accept it.
+    pub fn engine_for(opts: &EngineOptions) -> Result<Engine> {
         let mut config = wasmtime::Config::new();
         config.concurrency_support(false);
         config.epoch_interruption(true);
@@ -109,10 +115,17 @@ impl AdapterEngine {
                 .max_memory_size(Limits::default().memory_bytes);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let component = Component::new(&engine, bytes)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .context("not a valid adapter component")?;
+        Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
+
+    /// A compiled component (from [`Component::new`] or a deserialized
+    /// artifact) on `engine`: pre-linked, its WASI imports as traps, checked
+    /// to export the adapter world.
+    pub fn from_component(
+        engine: Engine,
+        component: Component,
+        opts: &EngineOptions,
+    ) -> Result<Self> {
         let mut linker = Linker::<HostState>::new(&engine);
         // No WASI: whatever the component imports traps if it is ever called.
         linker

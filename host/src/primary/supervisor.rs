@@ -17,14 +17,14 @@
 //!   `SIO_CLUSTER_MAX_FRAME`;
 //! * with `--handoff-websocket`, a `SOCK_SEQPACKET` socketpair for
 //!   WebSocket handoff, the child's end as fd 5 (`SIO_CLUSTER_HANDOFF=fd:5`,
-//!   see [`crate::handoff`]);
+//!   see [`crate::link::handoff`]);
 //! * its own process group, and (Linux) `PR_SET_PDEATHSIG = SIGKILL` as a
 //!   second guard against orphans besides the closed link.
 //!
 //! A worker that exits is restarted after a backoff (100 ms doubling up to 10 s,
 //! reset once a worker ran for 10 s), with a log line. A worker the hub drops
 //! for misbehaviour (a protocol error, or its outgoing queue passed
-//! `--max-queued-bytes` because it stopped reading, see [`crate::hub`]) is
+//! `--max-queued-bytes` because it stopped reading, see [`crate::primary::hub`]) is
 //! cut off from the cluster already (its nodes were announced down), so the
 //! primary kills its process group with SIGKILL at once and restarts it like
 //! any exited worker. On shutdown every
@@ -43,9 +43,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::handoff::{HandoffSender, handoff_pair};
-use crate::hub::{Attach, DropReason, Hub, HubConfig, HubObserver};
-use crate::sticky::{self, Router, StickyConfig};
+use crate::link::handoff::{HandoffSender, handoff_pair};
+use crate::primary::hub::{Attach, DropReason, Hub, HubConfig, HubObserver};
+use crate::primary::sticky::{self, Router, StickyConfig};
 
 /// Fd number of the hub link in a worker.
 pub const CHILD_IPC_FD: RawFd = 3;
@@ -81,6 +81,9 @@ pub struct RunConfig {
     pub instance_memory: Option<usize>,
     /// CPU bound of one call into an instance (ms), `SIO_CLUSTER_INSTANCE_CPU_MS`.
     pub instance_cpu_ms: Option<u64>,
+    /// More environment for every worker (e.g. the compiled component,
+    /// `SIO_CLUSTER_COMPILED*`, prepared by the CLI); opaque here.
+    pub worker_env: Vec<(String, OsString)>,
 }
 
 /// Why `run` failed.
@@ -181,6 +184,10 @@ impl WorkerCtx {
             .env_remove("SIO_CLUSTER_HANDOFF")
             .env_remove("SIO_CLUSTER_TOKEN")
             .env_remove("SIO_CLUSTER_TOKEN_FILE")
+            .env_remove("SIO_CLUSTER_COMPONENT")
+            .env_remove("SIO_CLUSTER_COMPILED")
+            .env_remove("SIO_CLUSTER_COMPILED_SHA256")
+            .env_remove("SIO_CLUSTER_COMPILED_FOR")
             .process_group(0)
             .kill_on_drop(true);
         if handoff.is_some() {
@@ -191,6 +198,9 @@ impl WorkerCtx {
         }
         if let Some(ms) = cfg.instance_cpu_ms {
             cmd.env("SIO_CLUSTER_INSTANCE_CPU_MS", ms.to_string());
+        }
+        for (k, v) in &cfg.worker_env {
+            cmd.env(k, v);
         }
         let (a, b, c) = (ipc_fd.as_raw_fd(), listen_fd.as_raw_fd(), handoff_child_fd);
         // SAFETY: getpid is async-signal-safe; read before fork.

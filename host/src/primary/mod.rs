@@ -1,0 +1,16 @@
+//! The primary process: routing and supervision.
+//!
+//! - [`hub`]: the relay between workers' links, fast leave, backpressure;
+//! - [`sticky`]: the public port, sticky HTTP routing per request;
+//! - [`supervisor`]: spawns, restarts and stops workers (`run`);
+//! - [`standalone`]: the hub alone on a private Unix socket (`hub --socket`).
+//!
+//! Depends on [`crate::link`] only. The component is the workers' business;
+//! the CLI prepares it for them through one call,
+//! [`crate::runtime::artifact::prepare_for_workers`], and passes the result
+//! as environment variables ([`supervisor::RunConfig::worker_env`]).
+
+pub mod hub;
+pub mod standalone;
+pub mod sticky;
+pub mod supervisor;
