@@ -88,10 +88,26 @@ enum Cmd {
     /// --component` would.
     #[command(after_help = EXIT_CODES)]
     Component(ComponentArgs),
+    /// Compile the component into DIR and print the workers' environment
+    /// (KEY=VALUE lines); run by `run` and `demo` before any worker starts.
+    #[command(hide = true)]
+    PrepareComponent {
+        /// The private directory to write the artifact into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The component file [default: the embedded component].
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
     /// One demo worker; started by `demo`, not by hand (it needs the
     /// environment the primary sets).
     #[command(hide = true)]
-    DemoWorker,
+    DemoWorker {
+        /// Run odd-numbered workers as `node SCRIPT` instead (`demo
+        /// --runtime mixed`).
+        #[arg(long, value_name = "SCRIPT")]
+        node_odd: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -112,6 +128,26 @@ struct DemoArgs {
     /// whose workers accept handed-off connections).
     #[arg(long, conflicts_with = "handoff_websocket")]
     no_handoff: bool,
+    /// Runtime of the demo workers: `rust` (socketioxide, this binary),
+    /// `node` (socket.io 4.8 on the Node host: `node --node-worker`), or
+    /// `mixed` (even workers rust, odd workers node). Node workers cannot
+    /// take handed-off WebSockets, so `node` and `mixed` proxy them.
+    #[arg(long, value_enum, default_value_t = DemoRuntime::Rust)]
+    runtime: DemoRuntime,
+    /// The Node demo worker script (needs `npm ci --prefix host/node` once).
+    #[arg(long, value_name = "PATH", default_value = "host/node/demo/worker.mjs")]
+    node_worker: PathBuf,
+}
+
+/// Runtime of the demo workers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DemoRuntime {
+    /// socketioxide workers (this binary).
+    Rust,
+    /// socket.io workers on the Node host.
+    Node,
+    /// Worker 0, 2, … rust; worker 1, 3, … node.
+    Mixed,
 }
 
 #[derive(clap::Args, Debug)]
@@ -239,8 +275,8 @@ fn main() -> ExitCode {
         Cmd::Run(a) => a.cluster.threads,
         Cmd::Demo(a) => a.cluster.threads,
         Cmd::Hub(a) => a.threads,
-        Cmd::Component(_) => 1,
-        Cmd::DemoWorker => 1,
+        Cmd::Component(_) | Cmd::PrepareComponent { .. } => 1,
+        Cmd::DemoWorker { .. } => 1,
     };
     let built = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -262,28 +298,47 @@ fn main() -> ExitCode {
 
     match cli.command {
         Cmd::Run(args) => run_cluster(&runtime, args.cluster, args.command),
-        Cmd::Demo(args) => match std::env::current_exe() {
-            Ok(exe) => run_cluster(
+        Cmd::Demo(args) => match demo_command(&args) {
+            Ok(command) => run_cluster(
                 &runtime,
                 ClusterArgs {
-                    handoff_websocket: !args.no_handoff,
+                    handoff_websocket: !args.no_handoff && args.runtime == DemoRuntime::Rust,
                     ..args.cluster
                 },
-                vec![exe.into(), "demo-worker".into()],
+                command,
             ),
-            Err(e) => {
-                error!(error = %e, "cannot find this executable to start demo workers");
-                ExitCode::from(4)
-            }
+            Err(code) => code,
         },
         Cmd::Component(args) => component_cmd(args),
-        Cmd::DemoWorker => match runtime.block_on(sio_cluster_host::sioxide::demo::run_worker()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                error!(error = %e, "demo worker failed");
-                ExitCode::from(e.exit_code())
+        Cmd::PrepareComponent { dir, component } => {
+            match artifact::compile_for_workers(component.as_deref(), &dir) {
+                Ok(env) => {
+                    for (k, v) in env {
+                        println!("{k}={}", v.to_string_lossy());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    error!(error = %e, "the adapter component cannot be used");
+                    ExitCode::from(match e {
+                        ComponentError::Prepare(_) => 1,
+                        _ => 6,
+                    })
+                }
             }
-        },
+        }
+        Cmd::DemoWorker {
+            node_odd: Some(script),
+        } if odd_worker() => exec_node(&script),
+        Cmd::DemoWorker { .. } => {
+            match runtime.block_on(sio_cluster_host::sioxide::demo::run_worker()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "demo worker failed");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         Cmd::Hub(args) => {
             let config = StandaloneConfig {
                 socket: args.socket,
@@ -317,19 +372,14 @@ fn run_cluster(
             .unwrap_or(1)
     });
     // The one call into the runtime layer: check the component and compile
-    // it once for every worker (kept until the primary stops).
-    let prepared = match artifact::prepare_for_workers(args.component.as_deref()) {
+    // it once for every worker, in a child process (Cranelift's memory stays
+    // out of the primary). The directory lives until the primary stops.
+    let (_artifact_dir, worker_env) = match prepare_component(args.component.as_deref()) {
         Ok(p) => p,
-        Err(e) => {
-            error!(error = %e, "sio-cluster-host: the adapter component cannot be used");
-            return ExitCode::from(match e {
-                ComponentError::Prepare(_) => 1,
-                _ => 6,
-            });
-        }
+        Err(code) => return code,
     };
     let config = RunConfig {
-        worker_env: prepared.env.clone(),
+        worker_env,
         workers,
         bind: SocketAddr::new(args.bind, args.port),
         command,
@@ -423,4 +473,99 @@ fn component_cmd(args: ComponentArgs) -> ExitCode {
         println!("written to {}", out.display());
     }
     ExitCode::SUCCESS
+}
+
+/// Checks and compiles the workers' component in a child process of this
+/// binary (`prepare-component`); returns the private directory holding the
+/// artifact (removed when dropped) and the environment for the workers. A
+/// component that cannot be used gives exit code 6 (the child logged why).
+fn prepare_component(
+    component: Option<&std::path::Path>,
+) -> Result<(tempfile::TempDir, Vec<(String, OsString)>), ExitCode> {
+    let fail = |msg: String| {
+        error!("cannot prepare the adapter component for the workers: {msg}");
+        Err(ExitCode::from(1))
+    };
+    let dir = match tempfile::Builder::new().prefix("sio-cluster-").tempdir() {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot create a private directory: {e}")),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot find this executable: {e}")),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("prepare-component").arg("--dir").arg(dir.path());
+    if let Some(c) = component {
+        cmd.arg("--component").arg(c);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => return fail(format!("cannot run prepare-component: {e}")),
+    };
+    match out.status.code() {
+        Some(0) => {}
+        Some(6) => return Err(ExitCode::from(6)),
+        _ => return fail(format!("prepare-component ended with {}", out.status)),
+    }
+    let mut env = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.split_once('=') {
+            Some((k, v)) if k.starts_with("SIO_CLUSTER_") => env.push((k.to_string(), v.into())),
+            _ => return fail(format!("unexpected output of prepare-component: {line:?}")),
+        }
+    }
+    Ok((dir, env))
+}
+
+/// The worker command of `demo` for its `--runtime`.
+fn demo_command(args: &DemoArgs) -> Result<Vec<OsString>, ExitCode> {
+    let exe = std::env::current_exe().map_err(|e| {
+        error!(error = %e, "cannot find this executable to start demo workers");
+        ExitCode::from(4)
+    })?;
+    let node_worker = || {
+        let path = std::path::absolute(&args.node_worker).unwrap_or(args.node_worker.clone());
+        let pkg = path.parent().and_then(|d| d.parent());
+        let installed = pkg.is_some_and(|p| p.join("node_modules").is_dir());
+        if !path.is_file() || !installed {
+            error!(
+                worker = %path.display(),
+                "the Node demo worker is not ready: run `npm ci --prefix host/node` from the \
+                 repository root first (after a cargo build, which makes the component), \
+                 or pass --node-worker PATH"
+            );
+            return Err(ExitCode::from(4));
+        }
+        Ok(path)
+    };
+    Ok(match args.runtime {
+        DemoRuntime::Rust => vec![exe.into(), "demo-worker".into()],
+        DemoRuntime::Node => vec!["node".into(), node_worker()?.into()],
+        DemoRuntime::Mixed => vec![
+            exe.into(),
+            "demo-worker".into(),
+            "--node-odd".into(),
+            node_worker()?.into(),
+        ],
+    })
+}
+
+/// Whether this worker's index (SIO_CLUSTER_WORKER) is odd.
+fn odd_worker() -> bool {
+    std::env::var("SIO_CLUSTER_WORKER")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|i| i % 2 == 1)
+}
+
+/// Replaces this process with `node SCRIPT` (the inherited link and
+/// listener fds and the environment stay as the primary set them).
+fn exec_node(script: &std::path::Path) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new("node").arg(script).exec();
+    error!(error = %e, script = %script.display(), "cannot start the Node demo worker");
+    ExitCode::from(4)
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{HOST, Primary, get, handshake, scratch_dir, wait_for, worker};
 use sio_cluster_host::adapter::{Config, RoomOwner};
 use sio_cluster_host::runtime::artifact::{
-    Loaded, WorkerComponent, prepare_for_workers, sha256_hex,
+    ENV_COMPILED, Loaded, WorkerComponent, compile_for_workers, sha256_hex,
 };
 use sio_cluster_host::{AdapterNode, DEFAULT_COMPONENT, EngineOptions, Limits};
 
@@ -162,6 +162,7 @@ fn the_embedded_component_as_a_file_serves_every_worker_precompiled() {
         &[worker()],
         &[("SIO_TEST_ADAPTER", "1")],
     );
+    p.wait_attached(2);
     for _ in 0..2 {
         let sid = handshake(p.port);
         let info = wait_for(Duration::from_secs(30), "worker info", || {
@@ -194,6 +195,7 @@ fn a_corrupt_artifact_is_refused_then_compiled_after_kill_9() {
             .collect();
         Some(PathBuf::from(path))
     });
+    p.wait_attached(1);
     let sid = handshake(p.port);
     let info = get(p.port, &format!("/ctl/info?sid={sid}")).text();
     assert!(info.contains("component=precompiled"), "{info}");
@@ -233,11 +235,17 @@ fn node_works(engine: &sio_cluster_host::AdapterEngine) {
 
 #[test]
 fn artifacts_are_checked_before_they_are_loaded() {
-    let prepared = prepare_for_workers(None).expect("prepare");
-    let good = std::fs::read(&prepared.artifact).expect("artifact");
+    let dir = scratch_dir("artifacts");
+    let env = compile_for_workers(None, &dir).expect("prepare");
+    let artifact = PathBuf::from(
+        &env.iter()
+            .find(|(k, _)| k == ENV_COMPILED)
+            .expect("the artifact's path")
+            .1,
+    );
+    let good = std::fs::read(&artifact).expect("artifact");
     let sha = sha256_hex(&good);
     let component_sha = sha256_hex(DEFAULT_COMPONENT);
-    let dir = scratch_dir("artifacts");
     let load = |path: &Path, sha: &str, for_sha: &str| {
         let (engine, loaded) = WorkerComponent {
             component: None,
@@ -249,10 +257,7 @@ fn artifacts_are_checked_before_they_are_loaded() {
         loaded
     };
 
-    assert_eq!(
-        load(&prepared.artifact, &sha, &component_sha),
-        Loaded::Precompiled
-    );
+    assert_eq!(load(&artifact, &sha, &component_sha), Loaded::Precompiled);
 
     let fallback = |l: Loaded| match l {
         Loaded::Fallback(reason) => reason,
@@ -286,7 +291,7 @@ fn artifacts_are_checked_before_they_are_loaded() {
     assert!(reason.contains("wasmtime refused it"), "{reason}");
 
     // Compiled from another component than the one this worker loads.
-    let reason = fallback(load(&prepared.artifact, &sha, &"0".repeat(64)));
+    let reason = fallback(load(&artifact, &sha, &"0".repeat(64)));
     assert!(reason.contains("compiled from component"), "{reason}");
 
     // Missing file.

@@ -7,7 +7,7 @@
 //!
 //! Depends on [`crate::link`] only. The component is the workers' business;
 //! the CLI prepares it for them through one call,
-//! [`crate::runtime::artifact::prepare_for_workers`], and passes the result
+//! [`crate::runtime::artifact::compile_for_workers`] (in a child process), and passes the result
 //! as environment variables ([`supervisor::RunConfig::worker_env`]).
 
 pub mod hub;

@@ -3,7 +3,7 @@
 //! Compiling the component with Cranelift takes about a second; a worker
 //! that did it at every start (and after every crash) would be unavailable
 //! that long. Instead the primary checks and compiles the component once
-//! ([`prepare_for_workers`]) and writes the compiled artifact to a private
+//! ([`compile_for_workers`]) and writes the compiled artifact to a private
 //! directory; each worker loads it ([`WorkerComponent::load`]) in a few
 //! milliseconds.
 //!
@@ -155,22 +155,18 @@ pub fn check_component(path: &Path, bytes: &[u8]) -> Result<CheckedComponent, Co
     })
 }
 
-/// What the primary prepared: the artifact in a private directory (removed
-/// when this is dropped) and the environment for every worker.
-pub struct Prepared {
-    _dir: tempfile::TempDir,
-    /// Environment variables to give each worker.
-    pub env: Vec<(String, OsString)>,
-    /// sha256 of the component the workers load.
-    pub component_sha256: String,
-    /// Path of the compiled artifact.
-    pub artifact: PathBuf,
-}
-
 /// The primary's one call into the runtime: checks `component` (a file, or
-/// the embedded component when `None`), compiles it once and writes the
-/// artifact for the workers.
-pub fn prepare_for_workers(component: Option<&Path>) -> Result<Prepared, ComponentError> {
+/// the embedded component when `None`), compiles it once, writes the
+/// artifact into `dir` (a private directory the caller owns and removes) and
+/// returns the environment for every worker.
+///
+/// `sio-cluster-host` makes this call in a short-lived child process
+/// (`prepare-component`), so that the primary never holds Cranelift's memory
+/// (about 85 MiB of RSS) for its lifetime.
+pub fn compile_for_workers(
+    component: Option<&Path>,
+    dir: &Path,
+) -> Result<Vec<(String, OsString)>, ComponentError> {
     let started = Instant::now();
     let (label, bytes): (PathBuf, std::borrow::Cow<'static, [u8]>) = match component {
         Some(p) => {
@@ -187,11 +183,7 @@ pub fn prepare_for_workers(component: Option<&Path>) -> Result<Prepared, Compone
         .compiled
         .serialize()
         .map_err(|e| ComponentError::Prepare(format!("cannot serialize the component: {e:#}")))?;
-    let dir = tempfile::Builder::new()
-        .prefix("sio-cluster-")
-        .tempdir()
-        .map_err(|e| ComponentError::Prepare(format!("cannot create a private directory: {e}")))?;
-    let artifact = dir.path().join("adapter.cwasm");
+    let artifact = dir.join("adapter.cwasm");
     std::fs::write(&artifact, &serialized).map_err(|e| {
         ComponentError::Prepare(format!("cannot write {}: {e}", artifact.display()))
     })?;
@@ -215,12 +207,7 @@ pub fn prepare_for_workers(component: Option<&Path>) -> Result<Prepared, Compone
         ms = started.elapsed().as_millis() as u64,
         "adapter component compiled for the workers"
     );
-    Ok(Prepared {
-        _dir: dir,
-        env,
-        component_sha256: checked.sha256,
-        artifact,
-    })
+    Ok(env)
 }
 
 /// How a worker got its compiled component.

@@ -32,7 +32,10 @@ pub fn worker() -> &'static str {
             .expect("a profile directory name");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "--locked", "-p", "sio-cluster-host"])
+        // `--workspace`: the same feature resolution as the README's
+        // `cargo test --workspace`, so this build is fresh there (with `-p`
+        // cargo would rebuild wasmtime and the rest with other features).
+        cmd.args(["build", "-q", "--locked", "--workspace"])
             .args(["--example", "sio-cluster-test-worker"])
             .arg("--target-dir")
             .arg(target_dir)
