@@ -1,0 +1,116 @@
+// Builds the package's `component/` folder from the adapter component:
+//   1. copies the `.wasm` (SIO_CLUSTER_WASM, default the Rust build's output)
+//      to component/sio_cluster_adapter.wasm (shipped, so its sha256 can be
+//      checked against the one sio-cluster-host embeds);
+//   2. transpiles it with the pinned jco (`--instantiation sync`: one
+//      instance per namespace, and a fresh one after a trap; no WASI shim:
+//      the WASI imports Rust's std adds are given trap stubs at run time);
+//   3. checks the generated glue for the per-call regressions of later jco
+//      versions (see README "jco version");
+//   4. writes component/manifest.json (sha256 of every file, jco version).
+//
+// `--prepack`: build when the `.wasm` is there, else verify the existing
+// component/ folder against its manifest (so `npm pack` never ships a
+// folder that does not match).
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const out = join(root, "component");
+export const NAME = "sio_cluster_adapter";
+
+const sha256 = (buf) => createHash("sha256").update(buf).digest("hex");
+
+/** Known per-call or per-instantiation costs in generated glue (jco >= 1.15). */
+export const GLUE_REGRESSIONS = [
+  { pattern: /process\??\.env/, why: "reads process.env on every call (jco 1.15+ _debugLog)" },
+  { pattern: /WebAssembly\.promising/, why: "calls WebAssembly.promising at instantiation (~13 ms each on Node 20)" },
+  { pattern: /createNewCurrentTask/, why: "async task bookkeeping on every sync call (jco 1.17+)" },
+];
+
+export function glueProblems(js) {
+  return GLUE_REGRESSIONS.filter((r) => r.pattern.test(js)).map((r) => r.why);
+}
+
+function jcoVersion() {
+  const pkg = JSON.parse(readFileSync(join(root, "node_modules/@bytecodealliance/jco/package.json"), "utf8"));
+  return pkg.version;
+}
+
+export function verify(dir = out) {
+  const manifestPath = join(dir, "manifest.json");
+  if (!existsSync(manifestPath)) throw new Error(`${manifestPath} is missing: run npm run build`);
+  const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
+  for (const [file, want] of Object.entries(manifest.files)) {
+    const got = sha256(readFileSync(join(dir, file)));
+    if (got !== want) throw new Error(`${file}: sha256 ${got}, manifest says ${want}`);
+  }
+  const problems = glueProblems(readFileSync(join(dir, `${NAME}.js`), "utf8"));
+  if (problems.length) throw new Error(`generated glue: ${problems.join("; ")}`);
+  return manifest;
+}
+
+function build(wasm) {
+  const bytes = readFileSync(wasm);
+  const tmp = join(root, ".component-build");
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const jco = join(root, "node_modules/.bin/jco");
+  const args = ["transpile", wasm, "-o", tmp, "--name", NAME, "--instantiation", "sync", "--no-wasi-shim", "--quiet"];
+  const r = spawnSync(jco, args, { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.status !== 0) throw new Error(`jco transpile failed (${r.status ?? r.signal})`);
+  const js = readFileSync(join(tmp, `${NAME}.js`), "utf8");
+  const problems = glueProblems(js);
+  if (problems.length) {
+    throw new Error(
+      `jco ${jcoVersion()} generated glue with known per-call costs: ${problems.join("; ")}. ` +
+        "Keep the pinned jco (package-lock.json) or measure with bench/calls.mjs before changing it.",
+    );
+  }
+  copyFileSync(wasm, join(tmp, `${NAME}.wasm`));
+  const files = {};
+  const walk = (d, prefix = "") => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const rel = prefix + e.name;
+      if (e.isDirectory()) walk(join(d, e.name), rel + "/");
+      else files[rel] = sha256(readFileSync(join(d, e.name)));
+    }
+  };
+  walk(tmp);
+  const manifest = {
+    component: { file: `${NAME}.wasm`, bytes: bytes.length, sha256: sha256(bytes) },
+    jco: jcoVersion(),
+    files,
+  };
+  writeFileSync(join(tmp, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+  writeFileSync(join(tmp, "package.json"), JSON.stringify({ type: "module", private: true }) + "\n");
+  rmSync(out, { recursive: true, force: true });
+  renameSync(tmp, out);
+  return manifest;
+}
+
+export function wasmSource() {
+  return resolve(root, process.env.SIO_CLUSTER_WASM ?? "../../target/guest-wasm/wasm32-wasip2/guest/sio_cluster_adapter.wasm");
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const wasm = wasmSource();
+  try {
+    let manifest;
+    if (process.argv.includes("--prepack") && !existsSync(wasm)) {
+      manifest = verify();
+      console.error(`component/ verified (no ${wasm} to rebuild from)`);
+    } else {
+      if (!existsSync(wasm)) throw new Error(`${wasm} not found: build the component (cargo) or set SIO_CLUSTER_WASM`);
+      manifest = build(wasm);
+      verify();
+    }
+    console.error(`component ${manifest.component.file} sha256 ${manifest.component.sha256} (${manifest.component.bytes} B), jco ${manifest.jco}`);
+  } catch (e) {
+    console.error(`build: ${e.message}`);
+    process.exit(1);
+  }
+}
