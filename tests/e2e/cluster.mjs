@@ -1,8 +1,19 @@
 // Helpers of the end-to-end tests: start a demo cluster (the real
-// `sio-cluster-host demo` binary, real worker processes) and connect the
+// `sio-cluster-host` primary, real worker processes) and connect the
 // official socket.io client to it.
+//
+// Three kinds of cluster, all under the same primary:
+//   rust   `sio-cluster-host demo`: socketioxide demo workers (WebSocket handoff on);
+//   node   `sio-cluster-host run -- node host/node/demo/worker.mjs`: socket.io
+//          4.8 workers on @sio-cluster/node (the same component through jco);
+//   mixed  `run` with even workers Rust (`sio-cluster-host demo-worker`) and
+//          odd workers Node: worker 0 Rust, worker 1 Node.
+// `SIO_E2E_KINDS` (comma-separated, default all three) picks the kinds the
+// suites run; `SIO_E2E_NODE_WORKER` overrides the Node worker script.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
 
 export const BIN = process.env.SIO_CLUSTER_HOST_BIN;
@@ -10,12 +21,44 @@ if (!BIN) {
   throw new Error("set SIO_CLUSTER_HOST_BIN to the sio-cluster-host binary");
 }
 
-/** Starts `sio-cluster-host demo` with `workers` workers on a free port. */
-export async function startCluster(workers, extra = []) {
+export const KINDS = (process.env.SIO_E2E_KINDS ?? "rust,node,mixed")
+  .split(",").map((k) => k.trim()).filter(Boolean);
+for (const k of KINDS) {
+  if (!["rust", "node", "mixed"].includes(k)) throw new Error(`SIO_E2E_KINDS: unknown kind ${k}`);
+}
+
+export const NODE_WORKER = process.env.SIO_E2E_NODE_WORKER
+  ?? fileURLToPath(new URL("../../host/node/demo/worker.mjs", import.meta.url));
+
+/** The runtime worker `index` of a `kind` cluster runs. */
+export function runtimeOf(kind, index) {
+  if (kind === "rust") return "rust";
+  if (kind === "node") return "node";
+  return index % 2 === 0 ? "rust" : "node";
+}
+
+function primaryArgs(workers, kind, extra) {
+  const common = ["--workers", String(workers), "--port", "0", "--bind", "127.0.0.1",
+    "--balance", "round-robin", "--grace-period", "2000", ...extra];
+  if (kind === "rust") return ["demo", ...common];
+  const pkg = new URL("../../host/node/component/manifest.json", import.meta.url);
+  if (NODE_WORKER.endsWith("host/node/demo/worker.mjs") && !existsSync(pkg)) {
+    throw new Error("host/node is not built: run `npm ci && npm run build` in host/node (SIO_CLUSTER_WASM names the .wasm)");
+  }
+  // Node workers cannot take the WebSocket handoff: `run` leaves it off.
+  if (kind === "node") return ["run", ...common, "--", process.execPath, NODE_WORKER];
+  const script = 'if [ $((SIO_CLUSTER_WORKER % 2)) -eq 0 ]; then exec "$0" demo-worker; else exec "$1" "$2"; fi';
+  return ["run", ...common, "--", "/bin/sh", "-c", script, BIN, process.execPath, NODE_WORKER];
+}
+
+/**
+ * Starts a cluster of `kind` (see above) with `workers` workers on a free
+ * port, and waits until every worker logged "demo worker serving".
+ */
+export async function startCluster(workers, extra = [], kind = "rust") {
   const child = spawn(
     BIN,
-    ["demo", "--workers", String(workers), "--port", "0", "--bind", "127.0.0.1",
-      "--balance", "round-robin", "--grace-period", "2000", ...extra],
+    primaryArgs(workers, kind, extra),
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } },
   );
   const log = [];
@@ -44,6 +87,7 @@ export async function startCluster(workers, extra = []) {
   const url = `http://127.0.0.1:${port}`;
   return {
     url,
+    kind,
     log,
     async stop() {
       if (child.exitCode !== null) return;
