@@ -21,7 +21,7 @@ export class PackedError extends Error {
   }
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+import { Buffer, isUtf8 } from "node:buffer";
 
 class Reader {
   constructor(bytes) {
@@ -76,17 +76,29 @@ class Reader {
   }
   bytes() {
     const n = this.len();
-    const out = this.b.subarray(this.at, this.at + n);
+    // A Uint8Array view (as jco lifts list<u8>), not a Buffer.
+    const out = new Uint8Array(this.b.buffer, this.b.byteOffset + this.at, n);
     this.at += n;
     return out;
   }
   str() {
-    const raw = this.bytes();
-    try {
-      return utf8.decode(raw);
-    } catch {
-      return this.fail("string is not UTF-8");
+    const n = this.len();
+    const b = this.b;
+    const start = this.at;
+    const end = start + n;
+    this.at = end;
+    // ASCII (room names, socket ids): one native latin1 slice, no validation needed.
+    let ascii = true;
+    for (let i = start; i < end; i++) {
+      if (b[i] > 0x7f) {
+        ascii = false;
+        break;
+      }
     }
+    if (ascii) return b.latin1Slice(start, end);
+    const raw = b.subarray(start, end);
+    if (!isUtf8(raw)) this.fail("string is not UTF-8");
+    return b.utf8Slice(start, end);
   }
   option(read) {
     const tag = this.u8();
@@ -211,7 +223,7 @@ class Reader {
 export function decodePacked(bytes) {
   if (bytes.length === 0) throw new PackedError("empty packed result");
   if (bytes[0] !== PACKED_VERSION) throw new PackedError(`packed result version ${bytes[0]}`);
-  const r = new Reader(bytes);
+  const r = new Reader(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   r.at = 1;
   const effects = [];
   const errors = [];
