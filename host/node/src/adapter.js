@@ -17,7 +17,7 @@ import WebSocket from "ws";
 import { randomBytes } from "node:crypto";
 import { instantiateAdapter, isTrap } from "./component.js";
 import { decodePacked, frameErrorText, packBatch, PackedError } from "./packed.js";
-import { decodePacket, decodeValue, encodeArgs, layout, PacketError } from "./packet.js";
+import { decodePacket, decodeValue, encodeArgs, encodeValue, layout } from "./packet.js";
 
 /** Error of requests that were pending when their instance trapped (as `wasm_node.rs`). */
 export const RESTARTED_ERROR = "adapter instance restarted after a trap";
@@ -526,8 +526,7 @@ export class ClusterAdapter extends Adapter {
         if (answered || this.closed || this.broken) return;
         answered = true;
         try {
-          const payload = Buffer.from(JSON.stringify(arg === undefined ? null : arg), "utf8");
-          this.#carry(this.#call((n, t) => n.reply(t, q, layout([payload.toString("utf8")]))));
+          this.#carry(this.#call((n, t) => n.reply(t, q, encodeValue(arg))));
         } catch (e) {
           this.counters.effectErrors++;
           this.cluster.log(`server-side reply on ${this.nsp.name} failed: ${e.message}`);

@@ -144,12 +144,20 @@ function reconstruct(data, buffers) {
   return data;
 }
 
-/** An argument array (ack arguments, server-side event) as packet bytes. */
-export function encodeArgs(args) {
+/**
+ * A value (an ack's argument array, a server-side event `[event, ...args]`,
+ * a server-side reply) as packet bytes: its JSON with binary parts as
+ * `{"_placeholder":true,"num":N}`, then the binary parts. `undefined`
+ * becomes `null`.
+ */
+export function encodeValue(value) {
   const buffers = [];
-  const json = JSON.stringify(deconstruct(args, buffers));
+  const json = JSON.stringify(deconstruct(value === undefined ? null : value, buffers)) ?? "null";
   return layout([json, ...buffers]);
 }
+
+/** An argument array as packet bytes (`encodeValue` of the array). */
+export const encodeArgs = encodeValue;
 
 /** Packet bytes made by `encodeArgs` (or the Rust host) back into a value; throws. */
 export function decodeValue(bytes) {

@@ -162,14 +162,16 @@ describe("server-side emit", () => {
     B.io.on("hello", (...args) => {
       const cb = typeof args.at(-1) === "function" ? args.pop() : null;
       seen.push(args);
-      cb?.({ from: "B", got: args.length });
+      cb?.({ from: "B", got: args.length, bin: Buffer.from([9]) });
     });
     A.io.serverSideEmit("hello", 1, Buffer.from([5, 6]));
     await until(() => seen.length === 1, 2000, "server-side event");
     assert.equal(seen[0][0], 1);
     assert.deepEqual([...seen[0][1]], [5, 6]);
     const replies = await A.io.serverSideEmitWithAck("hello", "x");
-    assert.deepEqual(replies, [{ from: "B", got: 1 }]);
+    assert.equal(replies.length, 1);
+    assert.deepEqual({ ...replies[0], bin: [...replies[0].bin] }, { from: "B", got: 1, bin: [9] });
+    assert.ok(Buffer.isBuffer(replies[0].bin), "a binary reply stays binary between Node hosts");
   });
 });
 
