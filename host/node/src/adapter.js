@@ -98,6 +98,10 @@ export class ClusterAdapter extends Adapter {
       maxFrameBytes: Math.min(cluster.maxFrameBytes, 0xffffffff),
     };
     this.instantiateCore = options.instantiateCore;
+    /** jco has no StoreLimits: the memory cap is checked after every call (see README). */
+    this.memoryCap = options.instanceMemoryBytes ?? cluster.instanceMemoryBytes;
+    /** jco cannot interrupt a call: calls longer than this are counted and logged. */
+    this.cpuMs = options.instanceCpuMs ?? cluster.instanceCpuMs;
     /** request id -> who waits for it. */
     this.waiters = new Map();
     this.announced = false;
@@ -112,6 +116,7 @@ export class ClusterAdapter extends Adapter {
 
   #newNode() {
     const api = instantiateAdapter(this.instantiateCore);
+    this.memoryBytes = api.memoryBytes;
     return new api.Node(this.config);
   }
 
@@ -121,13 +126,29 @@ export class ClusterAdapter extends Adapter {
   #call(f) {
     if (this.broken) throw new Error(`cluster adapter of ${this.nsp.name} is unusable: ${this.broken}`);
     if (this.closed) throw new Error(CLOSED_ERROR);
+    const t0 = performance.now();
+    let out;
     try {
-      return f(this.node, this.cluster.now());
+      out = f(this.node, this.cluster.now());
     } catch (e) {
       if (!isTrap(e)) throw e;
       this.#replace(e);
       throw new Error(`adapter instance trapped (${e.message}); it was replaced`);
     }
+    const ms = performance.now() - t0;
+    if (ms > this.cpuMs) {
+      this.counters.slowCalls++;
+      this.cluster.log(`a call into the adapter instance of ${this.nsp.name} took ${ms.toFixed(0)} ms (bound ${this.cpuMs} ms; jco cannot interrupt it)`);
+    }
+    const mem = this.memoryBytes();
+    if (mem > this.memoryCap) {
+      // wasmtime would have trapped the call at the cap: do the same.
+      this.counters.memoryCapped++;
+      const e = new Error(`instance memory ${mem} B exceeds the cap of ${this.memoryCap} B`);
+      this.#replace(e);
+      throw new Error(`adapter instance replaced: ${e.message}`);
+    }
+    return out;
   }
 
   #replace(cause) {

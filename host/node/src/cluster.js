@@ -9,6 +9,10 @@ import { HubLink, LINK_CLOSED_EXIT_CODE, LinkError, workerEnv } from "./link.js"
 /** Above the primary's 30 s pool idle timeout (`sticky.rs`), so the primary closes idle connections first. */
 export const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
+/** Defaults of SIO_CLUSTER_INSTANCE_MEMORY and SIO_CLUSTER_INSTANCE_CPU_MS, as the Rust worker. */
+export const DEFAULT_INSTANCE_MEMORY = 64 * 1024 * 1024;
+export const DEFAULT_INSTANCE_CPU_MS = 1000;
+
 let current = null;
 
 /** The cluster `attach()` made in this process, if any. */
@@ -26,6 +30,8 @@ export class Cluster {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.maxFrameBytes = options.maxFrameBytes ?? env.maxFrame;
     this.exitOnClose = options.exitOnClose ?? true;
+    this.instanceMemoryBytes = options.instanceMemoryBytes ?? env.instanceMemory ?? DEFAULT_INSTANCE_MEMORY;
+    this.instanceCpuMs = options.instanceCpuMs ?? env.instanceCpuMs ?? DEFAULT_INSTANCE_CPU_MS;
     this.logger = options.logger ?? ((line) => process.stderr.write(`sio-cluster: ${line}\n`));
     this.start = performance.now();
     /** Process-wide counters (every namespace). */
@@ -38,6 +44,8 @@ export class Cluster {
       handlerErrors: 0,
       linkErrors: 0,
       traps: 0,
+      memoryCapped: 0,
+      slowCalls: 0,
       unexpectedEffects: 0,
       sessionsOpened: 0,
       sessionsClosed: 0,

@@ -93,8 +93,19 @@ export function wasiImports(version = "0.2.6") {
  * it to inject faults).
  */
 export function instantiateAdapter(instantiateCore) {
-  const root = instantiate(getCoreModule, wasiImports(), instantiateCore);
-  return root.adapter ?? root["socketio:cluster/adapter@0.1.0"];
+  let memory = null;
+  const core = (module, imports) => {
+    const inst = instantiateCore ? instantiateCore(module, imports) : new WebAssembly.Instance(module, imports);
+    if (!memory && inst.exports.memory instanceof WebAssembly.Memory) memory = inst.exports.memory;
+    return inst;
+  };
+  const root = instantiate(getCoreModule, wasiImports(), core);
+  const api = root.adapter ?? root["socketio:cluster/adapter@0.1.0"];
+  return {
+    Node: api.Node,
+    /** Bytes of the instance's linear memory now (jco has no memory cap: the host checks this). */
+    memoryBytes: () => (memory ? memory.buffer.byteLength : 0),
+  };
 }
 
 /** True for an error that means the instance is no longer usable. */

@@ -287,6 +287,26 @@ describe("faults", () => {
   });
 });
 
+test("memory cap: an instance that grows past it is replaced (jco has no StoreLimits)", async () => {
+  const C = await member(hub, { index: 3, adapterOptions: { instanceMemoryBytes: 4 * 1024 * 1024 } });
+  try {
+    await until(async () => (await C.io.of("/").adapter.serverCount()) === 3, 3000, "C up");
+    const c1 = await C.client();
+    // A 5 MB broadcast makes C's instance grow past 4 MiB while it reads the frame.
+    B.io.emit("big", Buffer.alloc(5 * 1024 * 1024, 1));
+    await until(() => C.cluster.counters.memoryCapped === 1, 5000, "memory cap hit");
+    assert.equal(C.cluster.counters.traps, 1);
+    assert.match(C.logs.join("\n"), /exceeds the cap of 4194304 B/);
+    // The replacement serves.
+    await until(async () => (await C.io.of("/").adapter.serverCount()) === 3, 3000, "C re-announced");
+    const m = next(c1, "small");
+    B.io.emit("small", 1);
+    assert.deepEqual(await m, [1]);
+  } finally {
+    await C.close();
+  }
+});
+
 test("socket and engine ids are socketioxide ids", async () => {
   const c = await A.client();
   assert.ok(isSocketioxideId(c.id), c.id);
