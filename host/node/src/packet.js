@@ -71,6 +71,41 @@ function toBytes(x) {
   throw new PacketError("attachment is not binary");
 }
 
+const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
+
+/**
+ * Reads a text-only EVENT packet (`2[/nsp,][id][...]`) as socket.io-parser
+ * would, without its Decoder: the header by hand, the payload with one
+ * JSON.parse, the same validity rule (`isPayloadValid`). Returns null when the
+ * text is not of that shape (binary packets go through the Decoder).
+ */
+function textEvent(text) {
+  if (text.charCodeAt(0) !== 0x32 /* "2" */) return null;
+  let i = 1;
+  let nsp = "/";
+  if (text.charCodeAt(i) === 0x2f /* "/" */) {
+    const comma = text.indexOf(",", i);
+    if (comma < 0) return null;
+    nsp = text.slice(i, comma);
+    i = comma + 1;
+  }
+  let id;
+  const idStart = i;
+  while (i < text.length && text.charCodeAt(i) >= 0x30 && text.charCodeAt(i) <= 0x39) i++;
+  if (i > idStart) id = Number(text.slice(idStart, i));
+  let data;
+  try {
+    data = JSON.parse(text.slice(i));
+  } catch {
+    throw new PacketError("socket.io packet: invalid payload");
+  }
+  const ok = Array.isArray(data) && (typeof data[0] === "number" || (typeof data[0] === "string" && !RESERVED.has(data[0])));
+  if (!ok) throw new PacketError("socket.io packet: invalid payload");
+  const packet = { type: PacketType.EVENT, nsp, data };
+  if (id !== undefined) packet.id = id;
+  return packet;
+}
+
 /**
  * Decodes packet bytes with socket.io-parser into a packet object; throws a
  * `PacketError` unless the bytes are exactly one valid packet of namespace
@@ -79,6 +114,13 @@ function toBytes(x) {
  */
 export function decodePacket(bytes, nsp) {
   const parts = split(bytes);
+  if (parts.length === 1) {
+    const p = textEvent(parts[0]);
+    if (p !== null) {
+      if (p.nsp !== nsp) throw new PacketError(`socket.io packet of namespace ${JSON.stringify(p.nsp)}, not ${JSON.stringify(nsp)}`);
+      return { packet: p, parts };
+    }
+  }
   let packet = null;
   const d = new Decoder();
   d.on("decoded", (p) => {

@@ -212,3 +212,28 @@ test("garbage packed results are refused", () => {
 test("the component never calls WASI", () => {
   assert.deepEqual([...wasiCalls.entries()], []);
 });
+
+test("remote packets: the text fast path reads what socket.io-parser's Decoder reads, and refuses what it refuses", async () => {
+  const { Encoder, Decoder } = await import("socket.io-parser");
+  const { decodePacket } = await import("../src/packet.js");
+  const enc = new Encoder();
+  const cases = [
+    { type: 2, nsp: "/", data: ["m", { n: 1 }] },
+    { type: 2, nsp: "/custom", data: ["m", 1, "2"] },
+    { type: 2, nsp: "/", data: ["m"], id: 12 },
+    { type: 2, nsp: "/tenant/a", data: [5, null], id: 3 },
+    { type: 2, nsp: "/", data: ["bin", Buffer.from([1, 2])] },
+  ];
+  for (const c of cases) {
+    const parts = enc.encode(c);
+    const ref = await new Promise((resolve) => {
+      const d = new Decoder();
+      d.on("decoded", resolve);
+      for (const p of parts) d.add(p);
+    });
+    assert.deepEqual(decodePacket(layout(parts), c.nsp).packet, ref, JSON.stringify(c));
+  }
+  for (const bad of ['2["connect"]', '2{"a":1}', "2[", '2/x,["m"]', "2[]", "2", "2/custom,", '0{"sid":"x"}', '51-["m",{"_placeholder":true,"num":0}]']) {
+    assert.throws(() => decodePacket(layout([bad]), "/"), /packet/, bad);
+  }
+});
