@@ -23,10 +23,15 @@ export class PackedError extends Error {
 
 import { Buffer, isUtf8 } from "node:buffer";
 
+const FLAGS = Array.from({ length: 16 }, (_, m) =>
+  Object.freeze({ local: !!(m & 1), broadcast: !!(m & 2), volatile: !!(m & 4), compress: !!(m & 8) }),
+);
+
 class Reader {
   constructor(bytes) {
     this.b = bytes;
     this.at = 0;
+    this.lastOpts = null;
   }
   fail(what) {
     throw new PackedError(`packed result: ${what} at byte ${this.at}`);
@@ -95,7 +100,15 @@ class Reader {
         break;
       }
     }
-    if (ascii) return b.latin1Slice(start, end);
+    if (ascii) {
+      if (n <= 24) {
+        // Short ASCII strings: a JS loop is cheaper than a native slice.
+        let out = "";
+        for (let i = start; i < end; i++) out += String.fromCharCode(b[i]);
+        return out;
+      }
+      return b.latin1Slice(start, end);
+    }
     const raw = b.subarray(start, end);
     if (!isUtf8(raw)) this.fail("string is not UTF-8");
     return b.utf8Slice(start, end);
@@ -115,14 +128,59 @@ class Reader {
     return out;
   }
   strs() {
-    return this.seq(this.str);
+    const n = this.u32();
+    if (n === 0) return [];
+    if (n > this.b.length - this.at) this.fail(`sequence of ${n} past the end`);
+    const out = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.str();
+    return out;
   }
   opts() {
+    // Runs of broadcasts to the same targets (a busy room) repeat the same
+    // opts bytes: the last decoded opts are reused when the bytes match
+    // (decoded values are read-only).
+    const start = this.at;
+    const last = this.lastOpts;
+    if (last !== null) {
+      const len = last.end - last.start;
+      const b = this.b;
+      if (start + len <= b.length) {
+        let same = true;
+        for (let i = 0; i < len; i++) {
+          if (b[start + i] !== b[last.start + i]) {
+            same = false;
+            break;
+          }
+        }
+        if (same) {
+          this.at = start + len;
+          return last.value;
+        }
+      }
+    }
+    const value = this.readOpts();
+    this.lastOpts = { start, end: this.at, value };
+    return value;
+  }
+  readOpts() {
     const rooms = this.strs();
     const except = this.strs();
-    const flags = { local: this.bool(), broadcast: this.bool(), volatile: this.bool(), compress: this.bool() };
-    const sid = this.option(this.str);
-    const target = this.option(this.u64);
+    // The 16 flag combinations are shared, frozen objects (read-only values).
+    let mask = 0;
+    for (let i = 0; i < 4; i++) {
+      const v = this.u8();
+      if (v > 1) this.fail(`bad bool ${v}`);
+      mask |= v << i;
+    }
+    const flags = FLAGS[mask];
+    let sid;
+    const s = this.u8();
+    if (s === 1) sid = this.str();
+    else if (s !== 0) this.fail(`bad option tag ${s}`);
+    let target;
+    const t = this.u8();
+    if (t === 1) target = this.u64();
+    else if (t !== 0) this.fail(`bad option tag ${t}`);
     return { rooms, except, flags, sid, target };
   }
   ack() {
