@@ -391,8 +391,15 @@ export class ClusterAdapter extends Adapter {
     return out;
   }
 
-  #packetOpts(parts, flags) {
-    const packetOpts = { preEncoded: true, volatile: flags.volatile || undefined, compress: flags.compress || undefined };
+  /**
+   * socket.io's packet options. `held` flags are socket.io's own (passed as
+   * they are, as its Adapter does); the component's flags are booleans, where
+   * `compress: false` means "not asked", i.e. engine.io's default.
+   */
+  #packetOpts(parts, flags, held) {
+    const packetOpts = held
+      ? { preEncoded: true, volatile: flags.volatile, compress: flags.compress }
+      : { preEncoded: true, volatile: flags.volatile || undefined, compress: flags.compress || undefined };
     if (canPreComputeFrame && parts.length === 1) {
       packetOpts.wsPreEncodedFrame = WebSocket.Sender.frame(Buffer.from("4" + parts[0]), {
         readOnly: false,
@@ -430,7 +437,7 @@ export class ClusterAdapter extends Adapter {
         const [opts, bytes] = op.val;
         if (held?.packet) {
           const flags = held.opts.flags ?? {};
-          this.#write(this.#sockets(opts, held), held.packet, held.parts, this.#packetOpts(held.parts, flags));
+          this.#write(this.#sockets(opts, held), held.packet, held.parts, this.#packetOpts(held.parts, flags, true));
           return null;
         }
         const sockets = this.#match(opts);
@@ -459,7 +466,7 @@ export class ClusterAdapter extends Adapter {
         packet.id = this.nsp._ids++;
         if (packet.type === PacketType.BINARY_EVENT) packet.type = PacketType.EVENT;
         const parts = this.encoder.encode(packet);
-        const packetOpts = this.#packetOpts(parts, flags);
+        const packetOpts = this.#packetOpts(parts, flags, !!held?.packet);
         const id = packet.id;
         for (const s of sockets) {
           const sid = s.id;
