@@ -10,9 +10,10 @@
 //          odd workers Node: worker 0 Rust, worker 1 Node.
 // `SIO_E2E_KINDS` (comma-separated, default all three) picks the kinds the
 // suites run; `SIO_E2E_NODE_WORKER` overrides the Node worker script.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
 
@@ -37,14 +38,40 @@ export function runtimeOf(kind, index) {
   return index % 2 === 0 ? "rust" : "node";
 }
 
+const NODE_PKG = fileURLToPath(new URL("../../host/node/", import.meta.url));
+let nodeHostReady = false;
+
+/**
+ * Makes sure host/node can run the Node workers, as host/tests/e2e.rs does
+ * for tests/: `npm ci` when its node_modules is missing, and `npm run build`
+ * when its component/ is missing or was built from another .wasm than the
+ * current one (SIO_CLUSTER_WASM, default the Rust build's output).
+ */
+export function ensureNodeHost() {
+  if (nodeHostReady || process.env.SIO_E2E_NODE_WORKER) return;
+  const run = (args, env = {}) => {
+    const r = spawnSync("npm", args, { cwd: NODE_PKG, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...env } });
+    if (r.status !== 0) throw new Error(`npm ${args.join(" ")} failed in ${NODE_PKG}`);
+  };
+  if (!existsSync(`${NODE_PKG}node_modules/socket.io`)) run(["ci", "--no-audit", "--no-fund"]);
+  const wasm = process.env.SIO_CLUSTER_WASM
+    ?? fileURLToPath(new URL("../../target/guest-wasm/wasm32-wasip2/guest/sio_cluster_adapter.wasm", import.meta.url));
+  const manifest = `${NODE_PKG}component/manifest.json`;
+  if (existsSync(wasm)) {
+    const sha = createHash("sha256").update(readFileSync(wasm)).digest("hex");
+    const built = existsSync(manifest) ? JSON.parse(readFileSync(manifest, "utf8")).component.sha256 : null;
+    if (built !== sha) run(["run", "build"], { SIO_CLUSTER_WASM: wasm });
+  } else if (!existsSync(manifest)) {
+    throw new Error(`host/node is not built and ${wasm} does not exist: build the component or set SIO_CLUSTER_WASM`);
+  }
+  nodeHostReady = true;
+}
+
 function primaryArgs(workers, kind, extra) {
   const common = ["--workers", String(workers), "--port", "0", "--bind", "127.0.0.1",
     "--balance", "round-robin", "--grace-period", "2000", ...extra];
   if (kind === "rust") return ["demo", ...common];
-  const pkg = new URL("../../host/node/component/manifest.json", import.meta.url);
-  if (NODE_WORKER.endsWith("host/node/demo/worker.mjs") && !existsSync(pkg)) {
-    throw new Error("host/node is not built: run `npm ci && npm run build` in host/node (SIO_CLUSTER_WASM names the .wasm)");
-  }
+  ensureNodeHost();
   // Node workers cannot take the WebSocket handoff: `run` leaves it off.
   if (kind === "node") return ["run", ...common, "--", process.execPath, NODE_WORKER];
   const script = 'if [ $((SIO_CLUSTER_WORKER % 2)) -eq 0 ]; then exec "$0" demo-worker; else exec "$1" "$2"; fi';
