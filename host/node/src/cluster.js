@@ -108,8 +108,18 @@ export class Cluster {
   register(adapter) {
     const name = adapter.nsp.name;
     const old = this.adapters.get(name);
-    if (old && old !== adapter) this.log(`namespace ${name} registered twice; the newer adapter gets its frames`);
     this.adapters.set(name, adapter);
+    // socket.io replaced the namespace's adapter (`io.adapter(...)` again)
+    // without closing the old one: close it, or its node would stay in the
+    // cluster (heartbeats) as a phantom server.
+    if (old && old !== adapter) {
+      this.log(`namespace ${name} got a new adapter; closing the old one`);
+      try {
+        old.close();
+      } catch (e) {
+        this.log(`closing the old adapter of ${name}: ${e.message}`);
+      }
+    }
   }
 
   unregister(adapter) {

@@ -307,6 +307,22 @@ test("memory cap: an instance that grows past it is replaced (jco has no StoreLi
   }
 });
 
+test("io.adapter() called again: the old node leaves instead of lingering", async () => {
+  const C = await member(hub, { index: 4 });
+  try {
+    await until(async () => (await A.io.of("/").adapter.serverCount()) === 3, 3000, "C up");
+    const old = C.io.of("/").adapter;
+    C.io.adapter(C.cluster.adapter());
+    assert.notEqual(C.io.of("/").adapter, old);
+    assert.ok(old.closed);
+    // Still three servers (C's new node replaced its old one), not four.
+    await sleep(200);
+    assert.equal(await A.io.of("/").adapter.serverCount(), 3);
+  } finally {
+    await C.close();
+  }
+});
+
 test("socket and engine ids are socketioxide ids", async () => {
   const c = await A.client();
   assert.ok(isSocketioxideId(c.id), c.id);
