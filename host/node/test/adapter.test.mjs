@@ -36,9 +36,12 @@ const sock = (c, nsp = "/") => A.io.of(nsp).sockets.get(c.id) ?? B.io.of(nsp).so
 
 describe("broadcast", () => {
   test("rooms, except, all, binary, volatile, compress cross the hub", async () => {
-    const [a1, a2, b1] = [await A.client(), await A.client(), await B.client()];
+    const [a1, a2, b1, b2] = [await A.client(), await A.client(), await B.client(), await B.client()];
     const r = room("r");
     const x = room("x");
+    // b2 is in no room: a room broadcast must not reach it (rooms lowered as
+    // arrays: jco lowers a Set as an empty list, which means everyone).
+    const outsider = record(b2, "m");
     for (const s of [a1, a2, b1]) sock(s).join(r);
     A.io.of("/").sockets.get(a2.id).join(x);
     // to + except: a2 is skipped on its node, b1 gets it across.
@@ -55,6 +58,7 @@ describe("broadcast", () => {
     for (const args of await Promise.all(v)) assert.deepEqual(args, [1]);
     await sleep(50);
     assert.deepEqual(skipped, []);
+    assert.deepEqual(outsider, []);
   });
 
   test("socket.broadcast skips the sender on every node; local stays local", async () => {
