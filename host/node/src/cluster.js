@@ -2,7 +2,10 @@
 // link, the adapters of every namespace (one component instance each), the
 // counters, the inherited HTTP listener and the session reports.
 import http from "node:http";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { ClusterAdapter } from "./adapter.js";
+import { componentSha256 } from "./component.js";
 import { installIds } from "./ids.js";
 import { HubLink, LINK_CLOSED_EXIT_CODE, LinkError, workerEnv } from "./link.js";
 
@@ -220,6 +223,31 @@ export function listenOn(server, env = workerEnv()) {
 }
 
 /**
+ * `run --component FILE` makes the Rust workers load FILE
+ * (`SIO_CLUSTER_COMPONENT`); a Node worker loads the component this package
+ * was built with, so both must be the same file, or the cluster would mix
+ * two adapters. Throws when they differ.
+ */
+export function checkComponent(env) {
+  if (!env.component) return;
+  let theirs;
+  try {
+    theirs = createHash("sha256").update(readFileSync(env.component)).digest("hex");
+  } catch (e) {
+    throw new LinkError("BadEnv", `environment variable SIO_CLUSTER_COMPONENT is invalid: ${env.component}: ${e.message}`);
+  }
+  const ours = componentSha256();
+  if (theirs !== ours) {
+    throw new LinkError(
+      "ComponentMismatch",
+      `the primary runs the adapter component ${env.component} (sha256 ${theirs}), ` +
+        `this package was built with another one (sha256 ${ours}): rebuild it with ` +
+        `SIO_CLUSTER_WASM=${env.component} npm run build`,
+    );
+  }
+}
+
+/**
  * Joins the cluster from the environment `sio-cluster-host run` (or
  * `hub --socket`) set: connects the hub link (fd 3, or a socket path with
  * the attach token), Hello/Welcome, and makes socket.io generate
@@ -230,6 +258,7 @@ export function listenOn(server, env = workerEnv()) {
 export async function attach(options = {}) {
   if (current) return current;
   const env = options.env ?? workerEnv();
+  checkComponent(env);
   installIds();
   const link = await HubLink.connect({
     ipc: env.ipc,

@@ -385,6 +385,7 @@ export function workerEnv(env = process.env) {
     heartbeatTimeoutMs: envInt(env, "SIO_CLUSTER_HEARTBEAT_TIMEOUT", 10000),
     maxFrame: envInt(env, "SIO_CLUSTER_MAX_FRAME", DEFAULT_MAX_FRAME),
     maxQueued: envInt(env, "SIO_CLUSTER_MAX_QUEUED", DEFAULT_MAX_QUEUED, { min: 1 }),
+    component: env.SIO_CLUSTER_COMPONENT || undefined,
     instanceMemory: env.SIO_CLUSTER_INSTANCE_MEMORY === undefined ? undefined : envInt(env, "SIO_CLUSTER_INSTANCE_MEMORY", undefined, { min: 1 }),
     instanceCpuMs: env.SIO_CLUSTER_INSTANCE_CPU_MS === undefined ? undefined : envInt(env, "SIO_CLUSTER_INSTANCE_CPU_MS", undefined, { min: 1 }),
   };

@@ -138,6 +138,29 @@ test("SIO_CLUSTER_HANDOFF: fail fast, naming --handoff-websocket", async () => {
   assert.match(w.stderr(), /--handoff-websocket/);
 });
 
+test("SIO_CLUSTER_COMPONENT (run --component): the same .wasm is accepted, another one refused", async () => {
+  const { COMPONENT_PATH } = await import("../src/component.js");
+  const dir = mkdtempSync(join(tmpdir(), "sio-comp-"));
+  const hub = await fakeHub(welcome);
+  const port = await freePort();
+  try {
+    const other = join(dir, "other.wasm");
+    const { writeFileSync, readFileSync } = await import("node:fs");
+    const bytes = readFileSync(COMPONENT_PATH);
+    writeFileSync(other, Buffer.concat([bytes, Buffer.from([0])]));
+    const bad = startWorker({ SIO_CLUSTER_IPC: hub.path, SIO_CLUSTER_TOKEN: "t", SIO_CLUSTER_COMPONENT: other });
+    assert.equal((await bad.exited).code, 3);
+    assert.match(bad.stderr(), /the primary runs the adapter component .*other\.wasm.*rebuild it with SIO_CLUSTER_WASM=/);
+    const good = startWorker({ SIO_CLUSTER_IPC: hub.path, SIO_CLUSTER_TOKEN: "t", SIO_CLUSTER_COMPONENT: COMPONENT_PATH, SIO_CLUSTER_LISTEN: `127.0.0.1:${port}` });
+    await until(() => good.stderr().includes("demo worker serving"), 15_000, "worker serving");
+    good.child.kill("SIGTERM");
+    await good.exited;
+  } finally {
+    await hub.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("the outgoing queue is bounded when the hub does not read", async () => {
   const hub = await fakeHub((hello, c) => {
     welcome(hello, c);
