@@ -60,35 +60,45 @@ function answerPings(nsp) {
 
 const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 const isFn = (f) => typeof f === "function";
+// As the Rust demo's extractors (`Data<String>`, `Data<u64>`): a handler
+// whose arguments do not have the expected types does not run (no ack).
+const str = (...xs) => xs.every((x) => typeof x === "string");
+const uint = (x) => Number.isSafeInteger(x) && x >= 0;
 
 function onConnect(socket) {
   const nsp = socket.nsp;
   // Every socket is in the room named by its own id (socket.io does this itself).
   socket.on("whoami", (ack) => isFn(ack) && ack({ pid: process.pid, worker }));
   socket.on("join", (room, ack) => {
-    socket.join(String(room));
+    if (!str(room)) return;
+    socket.join(room);
     if (isFn(ack)) ack(true);
   });
   socket.on("leave", (room, ack) => {
-    socket.leave(String(room));
+    if (!str(room)) return;
+    socket.leave(room);
     if (isFn(ack)) ack(true);
   });
   socket.on("to", (room, event, payload) => {
-    nsp.to(String(room)).emit(String(event), payload);
+    if (!str(room, event)) return;
+    nsp.to(room).emit(event, payload);
   });
   socket.on("to_except", (room, except, event, payload) => {
-    nsp.to(String(room)).except(String(except)).emit(String(event), payload);
+    if (!str(room, except, event)) return;
+    nsp.to(room).except(except).emit(event, payload);
   });
   socket.on("all", (event, payload) => {
-    nsp.emit(String(event), payload);
+    if (!str(event)) return;
+    nsp.emit(event, payload);
   });
   socket.on("broadcast", (event, payload) => {
-    socket.broadcast.emit(String(event), payload);
+    if (!str(event)) return;
+    socket.broadcast.emit(event, payload);
   });
   socket.on("fetch", async (room, ack) => {
-    if (!isFn(ack)) return;
+    if (!isFn(ack) || !str(room)) return;
     try {
-      const sockets = await nsp.in(String(room)).fetchSockets();
+      const sockets = await nsp.in(room).fetchSockets();
       ack(sockets.map((s) => ({ id: s.id, rooms: [...s.rooms].sort() })).sort(byId));
     } catch (e) {
       process.stderr.write(`demo worker: fetch failed: ${e.message}\n`);
@@ -96,22 +106,25 @@ function onConnect(socket) {
     }
   });
   socket.on("sockets_join", (room, newRoom, ack) => {
-    nsp.in(String(room)).socketsJoin(String(newRoom));
+    if (!str(room, newRoom)) return;
+    nsp.in(room).socketsJoin(newRoom);
     if (isFn(ack)) ack(true);
   });
   socket.on("sockets_leave", (room, oldRoom, ack) => {
-    nsp.in(String(room)).socketsLeave(String(oldRoom));
+    if (!str(room, oldRoom)) return;
+    nsp.in(room).socketsLeave(oldRoom);
     if (isFn(ack)) ack(true);
   });
   socket.on("disconnect_room", (room, ack) => {
+    if (!str(room)) return;
     if (isFn(ack)) ack(true);
-    nsp.in(String(room)).disconnectSockets(true);
+    nsp.in(room).disconnectSockets(true);
   });
   socket.on("ask", (room, timeoutMs, ack) => {
-    if (!isFn(ack)) return;
+    if (!isFn(ack) || !str(room) || !uint(timeoutMs)) return;
     nsp
-      .to(String(room))
-      .timeout(Number(timeoutMs))
+      .to(room)
+      .timeout(timeoutMs)
       .emit("question", room, (err, responses) => {
         ack({ err: err ? err.message : null, responses: responses ?? [] });
       });
