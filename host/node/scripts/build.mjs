@@ -9,9 +9,10 @@
 //      versions (see README "jco version");
 //   4. writes component/manifest.json (sha256 of every file, jco version).
 //
-// `--prepack`: build when the `.wasm` is there, else verify the existing
-// component/ folder against its manifest (so `npm pack` never ships a
-// folder that does not match).
+// `--ensure` (pretest, prepack): build only when component/ is missing or
+// was built from another `.wasm` than SIO_CLUSTER_WASM's; with no `.wasm` to
+// build from, verify the existing component/ folder against its manifest (so
+// tests never run and `npm pack` never ships a folder that does not match).
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -100,9 +101,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const wasm = wasmSource();
   try {
     let manifest;
-    if (process.argv.includes("--prepack") && !existsSync(wasm)) {
+    const ensure = process.argv.includes("--ensure") || process.argv.includes("--prepack");
+    const built = existsSync(join(out, "manifest.json")) ? JSON.parse(readFileSync(join(out, "manifest.json"), "utf8")) : null;
+    if (ensure && !existsSync(wasm)) {
       manifest = verify();
       console.error(`component/ verified (no ${wasm} to rebuild from)`);
+    } else if (ensure && built?.component.sha256 === sha256(readFileSync(wasm))) {
+      manifest = verify();
     } else {
       if (!existsSync(wasm)) throw new Error(`${wasm} not found: build the component (cargo) or set SIO_CLUSTER_WASM`);
       manifest = build(wasm);
