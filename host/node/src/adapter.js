@@ -431,13 +431,12 @@ export class ClusterAdapter extends Adapter {
   }
 
   #apply(op, held) {
-    const now = () => this.cluster.now();
     switch (op.tag) {
       case "broadcast": {
         const [opts, bytes] = op.val;
         if (held?.packet) {
-          const flags = held.opts.flags ?? {};
-          this.#write(this.#sockets(opts, held), held.packet, held.parts, this.#packetOpts(held.parts, flags, true));
+          const sockets = this.#sockets(opts, held);
+          if (sockets.length > 0) this.#write(sockets, held.packet, held.parts, this.#packetOpts(held.parts, held.opts.flags ?? {}, true));
           return null;
         }
         const sockets = this.#match(opts);
@@ -519,7 +518,6 @@ export class ClusterAdapter extends Adapter {
         return this.#call((n, t) => n.roomsReply(t, q, [...rooms].sort()));
       }
       default:
-        void now;
         this.counters.unexpectedEffects++;
         return null;
     }
