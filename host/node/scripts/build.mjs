@@ -36,6 +36,53 @@ export function glueProblems(js) {
   return GLUE_REGRESSIONS.filter((r) => r.pattern.test(js)).map((r) => r.why);
 }
 
+/**
+ * The one post-transpile patch. jco 1.10.2 lifts every `list<u8>` with
+ * `new Uint8Array(memory0.buffer.slice(ptr, ptr + len * 1))`:
+ * `ArrayBuffer.prototype.slice` on the wasm memory takes V8's generic path
+ * (species lookup) and is ~3/4 of a `broadcast` call (two byte lists lifted),
+ * measured with --cpu-prof. The patch lifts with a copy into a fresh
+ * Uint8Array instead: the same bytes, a Uint8Array of the same length that
+ * no one else writes; small ones are views into shared 64 KiB blocks (so
+ * their `.buffer` is larger than they are, as with Node's pooled Buffers).
+ * Deterministic: every occurrence has this exact shape, and the patch
+ * refuses glue where one does not.
+ */
+export const LIFT_BYTES = "__sioLiftBytes";
+const LIFT_HELPER = `// Patched in by host/node/scripts/build.mjs (see there).
+let ${LIFT_BYTES}Pool = new ArrayBuffer(65536);
+let ${LIFT_BYTES}At = 0;
+function ${LIFT_BYTES}(memory, ptr, len) {
+  let out;
+  if (len > 4096) {
+    out = new Uint8Array(len);
+  } else {
+    // Small lists share 64 KiB blocks, as Node's Buffer pool does: no backing
+    // store allocation per list.
+    if (${LIFT_BYTES}At + len > 65536) {
+      ${LIFT_BYTES}Pool = new ArrayBuffer(65536);
+      ${LIFT_BYTES}At = 0;
+    }
+    out = new Uint8Array(${LIFT_BYTES}Pool, ${LIFT_BYTES}At, len);
+    ${LIFT_BYTES}At += (len + 7) & ~7;
+  }
+  out.set(new Uint8Array(memory.buffer, ptr, len));
+  return out;
+}
+`;
+const SLICE = /new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g;
+
+export function patchGlue(js) {
+  let count = 0;
+  const patched = js.replace(SLICE, (_m, mem, ptr, len) => {
+    count++;
+    return `${LIFT_BYTES}(${mem}, ${ptr}, ${len})`;
+  });
+  if (count === 0) throw new Error("glue patch: no `new Uint8Array(memory.buffer.slice(..))` found (jco output changed?)");
+  if (/\.buffer\.slice\(/.test(patched)) throw new Error("glue patch: a `.buffer.slice(` of another shape is left");
+  return { js: `${LIFT_HELPER}${patched}`, count };
+}
+
 function jcoVersion() {
   const pkg = JSON.parse(readFileSync(join(root, "node_modules/@bytecodealliance/jco/package.json"), "utf8"));
   return pkg.version;
@@ -49,8 +96,12 @@ export function verify(dir = out) {
     const got = sha256(readFileSync(join(dir, file)));
     if (got !== want) throw new Error(`${file}: sha256 ${got}, manifest says ${want}`);
   }
-  const problems = glueProblems(readFileSync(join(dir, `${NAME}.js`), "utf8"));
+  const glue = readFileSync(join(dir, `${NAME}.js`), "utf8");
+  const problems = glueProblems(glue);
   if (problems.length) throw new Error(`generated glue: ${problems.join("; ")}`);
+  if (!glue.includes(`function ${LIFT_BYTES}(memory, ptr, len)`) || /\.buffer\.slice\(/.test(glue)) {
+    throw new Error("generated glue: the lift-bytes patch is not applied (run npm run build)");
+  }
   return manifest;
 }
 
@@ -63,14 +114,16 @@ function build(wasm) {
   const args = ["transpile", wasm, "-o", tmp, "--name", NAME, "--instantiation", "sync", "--no-wasi-shim", "--quiet"];
   const r = spawnSync(jco, args, { stdio: ["ignore", "inherit", "inherit"] });
   if (r.status !== 0) throw new Error(`jco transpile failed (${r.status ?? r.signal})`);
-  const js = readFileSync(join(tmp, `${NAME}.js`), "utf8");
-  const problems = glueProblems(js);
+  const raw = readFileSync(join(tmp, `${NAME}.js`), "utf8");
+  const problems = glueProblems(raw);
   if (problems.length) {
     throw new Error(
       `jco ${jcoVersion()} generated glue with known per-call costs: ${problems.join("; ")}. ` +
         "Keep the pinned jco (package-lock.json) or measure with bench/calls.mjs before changing it.",
     );
   }
+  const { js, count } = patchGlue(raw);
+  writeFileSync(join(tmp, `${NAME}.js`), js);
   copyFileSync(wasm, join(tmp, `${NAME}.wasm`));
   const files = {};
   const walk = (d, prefix = "") => {
@@ -84,6 +137,7 @@ function build(wasm) {
   const manifest = {
     component: { file: `${NAME}.wasm`, bytes: bytes.length, sha256: sha256(bytes) },
     jco: jcoVersion(),
+    patches: { "lift-bytes": count },
     files,
   };
   writeFileSync(join(tmp, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");

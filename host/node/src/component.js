@@ -108,7 +108,12 @@ export function instantiateAdapter(instantiateCore) {
   };
 }
 
-/** True for an error that means the instance is no longer usable. */
+/**
+ * True for an error that means the instance is no longer usable: a wasm
+ * trap, a WASI stub called, or a RangeError (stack overflow, or lifting a
+ * value the guest placed out of its memory's bounds). jco reports values of
+ * the host's own that cannot be lowered as TypeErrors, which are not traps.
+ */
 export function isTrap(e) {
-  return e instanceof WebAssembly.RuntimeError || e instanceof WasiCalled || (e instanceof RangeError && /memory|stack/i.test(e.message));
+  return e instanceof WebAssembly.RuntimeError || e instanceof WasiCalled || e instanceof RangeError;
 }
