@@ -72,15 +72,73 @@ function ${LIFT_BYTES}(memory, ptr, len) {
 `;
 const SLICE = /new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g;
 
+/**
+ * Second and third patches, on strings (`lift-strings`, `lower-strings`):
+ * jco lifts every string with `utf8Decoder.decode(new Uint8Array(memory0.buffer,
+ * ptr, len))` and lowers it with `TextEncoder.encode` (a fresh array) then a
+ * copy; for the short ASCII strings of this API (room names, socket ids,
+ * namespaces) a JS loop is several times cheaper than those native calls.
+ * Non-ASCII or long strings take the original path, so the values are the
+ * same (ASCII bytes decode to the same string in every decoder).
+ */
+export const LIFT_STRING = "__sioLiftString";
+const STRING_HELPER = `function ${LIFT_STRING}(decoder, memory, ptr, len) {
+  if (len <= 32) {
+    const b = new Uint8Array(memory.buffer, ptr, len);
+    let out = "";
+    for (let i = 0; i < len; i++) {
+      const c = b[i];
+      if (c > 0x7f) return decoder.decode(b);
+      out += String.fromCharCode(c);
+    }
+    return out;
+  }
+  return decoder.decode(new Uint8Array(memory.buffer, ptr, len));
+}
+`;
+const DECODE = /utf8Decoder\.decode\(new Uint8Array\((memory\d+)\.buffer, (\w+), (\w+)\)\)/g;
+const ENCODE_ORIG = `    let buf = utf8Encoder.encode(s);
+    let ptr = realloc(0, 0, 1, buf.length);
+    new Uint8Array(memory.buffer).set(buf, ptr);
+    utf8EncodedLen = buf.length;
+    return ptr;`;
+const ENCODE_PATCHED = `    // Patched in by host/node/scripts/build.mjs: short ASCII strings without TextEncoder.
+    const n = s.length;
+    if (n <= 64) {
+      let ascii = true;
+      for (let i = 0; i < n; i++) {
+        if (s.charCodeAt(i) > 0x7f) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) {
+        const p = realloc(0, 0, 1, n);
+        const view = new Uint8Array(memory.buffer, p, n);
+        for (let i = 0; i < n; i++) view[i] = s.charCodeAt(i);
+        utf8EncodedLen = n;
+        return p;
+      }
+    }
+${ENCODE_ORIG}`;
+
 export function patchGlue(js) {
   let count = 0;
-  const patched = js.replace(SLICE, (_m, mem, ptr, len) => {
+  let patched = js.replace(SLICE, (_m, mem, ptr, len) => {
     count++;
     return `${LIFT_BYTES}(${mem}, ${ptr}, ${len})`;
   });
   if (count === 0) throw new Error("glue patch: no `new Uint8Array(memory.buffer.slice(..))` found (jco output changed?)");
   if (/\.buffer\.slice\(/.test(patched)) throw new Error("glue patch: a `.buffer.slice(` of another shape is left");
-  return { js: `${LIFT_HELPER}${patched}`, count };
+  let strings = 0;
+  patched = patched.replace(DECODE, (_m, mem, ptr, len) => {
+    strings++;
+    return `${LIFT_STRING}(utf8Decoder, ${mem}, ${ptr}, ${len})`;
+  });
+  if (strings === 0 || /utf8Decoder\.decode\(/.test(patched)) throw new Error("glue patch: string lifts of another shape");
+  if (patched.split(ENCODE_ORIG).length !== 2) throw new Error("glue patch: utf8Encode is not the expected function");
+  patched = patched.replace(ENCODE_ORIG, ENCODE_PATCHED);
+  return { js: `${LIFT_HELPER}${STRING_HELPER}${patched}`, count, strings };
 }
 
 function jcoVersion() {
@@ -99,7 +157,7 @@ export function verify(dir = out) {
   const glue = readFileSync(join(dir, `${NAME}.js`), "utf8");
   const problems = glueProblems(glue);
   if (problems.length) throw new Error(`generated glue: ${problems.join("; ")}`);
-  if (!glue.includes(`function ${LIFT_BYTES}(memory, ptr, len)`) || /\.buffer\.slice\(/.test(glue)) {
+  if (!glue.includes(`function ${LIFT_BYTES}(memory, ptr, len)`) || /\.buffer\.slice\(/.test(glue) || /utf8Decoder\.decode\(/.test(glue) || !glue.includes("short ASCII strings without TextEncoder")) {
     throw new Error("generated glue: the lift-bytes patch is not applied (run npm run build)");
   }
   return manifest;
@@ -122,7 +180,7 @@ function build(wasm) {
         "Keep the pinned jco (package-lock.json) or measure with bench/calls.mjs before changing it.",
     );
   }
-  const { js, count } = patchGlue(raw);
+  const { js, count, strings } = patchGlue(raw);
   writeFileSync(join(tmp, `${NAME}.js`), js);
   copyFileSync(wasm, join(tmp, `${NAME}.wasm`));
   const files = {};
@@ -137,7 +195,7 @@ function build(wasm) {
   const manifest = {
     component: { file: `${NAME}.wasm`, bytes: bytes.length, sha256: sha256(bytes) },
     jco: jcoVersion(),
-    patches: { "lift-bytes": count },
+    patches: { "lift-bytes": count, "lift-strings": strings, "lower-strings": 1 },
     files,
   };
   writeFileSync(join(tmp, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");

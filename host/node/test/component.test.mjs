@@ -81,6 +81,32 @@ test("the lift-bytes patch is applied: no list<u8> is lifted with ArrayBuffer.sl
   node[Symbol.dispose]();
 });
 
+test("the string patches keep every string intact, both ways (ASCII, empty, long, non-ASCII)", () => {
+  const m = manifest();
+  assert.ok(m.patches["lift-strings"] > 100 && m.patches["lower-strings"] === 1, JSON.stringify(m.patches));
+  const js = readFileSync(join(componentDir, "sio_cluster_adapter.js"), "utf8");
+  assert.doesNotMatch(js, /utf8Decoder\.decode\(/);
+  const rooms = ["", "a", "room-3", "β-room", "x".repeat(32), "y".repeat(33), "z".repeat(64), "w".repeat(65), "日本語", "emoji 😀", "a\u0000b", "é".repeat(40)];
+  const api = instantiateAdapter();
+  const node = new api.Node(cfg(9n));
+  const peer = new (instantiateAdapter().Node)(cfg(10n));
+  node.onFramesPacked(0n, packBatch([peer.init(0n)[0].val]));
+  const effects = node.broadcast(1n, { rooms, except: ["ex-β"], flags: { broadcast: true }, sid: "AAAAAAAAAAAAAAAA" }, Buffer.from("p"));
+  const apply = effects.find((e) => e.tag === "apply").val.val[0];
+  assert.deepEqual(apply.rooms, rooms);
+  assert.deepEqual(apply.except, ["ex-β"]);
+  assert.equal(apply.sid, "AAAAAAAAAAAAAAAA");
+  // The frame carries them to another node: typed and packed agree with the input.
+  const frame = effects.find((e) => e.tag === "publish").val;
+  const typed = peer.onFrames(2n, packBatch([frame]))[0].find((e) => e.tag === "apply").val.val[0];
+  assert.deepEqual(typed.rooms, rooms);
+  const peer2 = new (instantiateAdapter().Node)(cfg(10n));
+  peer2.onFramesPacked(0n, packBatch([node.init(0n)[0].val]));
+  const packed = decodePacked(peer2.onFramesPacked(2n, packBatch([frame]))).effects.find((e) => e.tag === "apply").val.val[0];
+  assert.deepEqual(packed.rooms, rooms);
+  for (const n of [node, peer, peer2]) n[Symbol.dispose]();
+});
+
 test("the glue has none of the per-call regressions, and the check catches them", () => {
   const js = readFileSync(join(componentDir, "sio_cluster_adapter.js"), "utf8");
   assert.deepEqual(glueProblems(js), []);
