@@ -6,8 +6,10 @@
 //      instance per namespace, and a fresh one after a trap; no WASI shim:
 //      the WASI imports Rust's std adds are given trap stubs at run time);
 //   3. checks the generated glue for the per-call regressions of later jco
-//      versions (see README "jco version");
-//   4. writes component/manifest.json (sha256 of every file, jco version).
+//      versions, and applies the post-transpile patches (`patchGlue`:
+//      list<u8> and short-string lifting/lowering; see README "jco version");
+//   4. writes component/manifest.json (sha256 of every file, jco version,
+//      how many sites each patch changed).
 //
 // `--ensure` (pretest, prepack): build only when component/ is missing or
 // was built from another `.wasm` than SIO_CLUSTER_WASM's; with no `.wasm` to
