@@ -651,13 +651,30 @@ export class ClusterAdapter extends Adapter {
     return { nsp: this.nsp.name, uid: this.uid.toString(16).padStart(16, "0"), restarts: this.restarts, broken: this.broken, node: s };
   }
 
+  /**
+   * A cluster operation of socket.io's API. socket.io's own adapter never
+   * throws from these, and an exception here would surface in the caller's
+   * event handler: a failed call (the instance trapped and was replaced, or
+   * the adapter is closed) is counted (`operationErrors`) and logged, the
+   * operation is lost, as a Rust emit that returns an error.
+   */
+  #operation(name, f) {
+    try {
+      return f();
+    } catch (e) {
+      this.counters.operationErrors++;
+      this.cluster.log(`${name} on ${this.nsp.name} failed: ${e.message}`);
+      return undefined;
+    }
+  }
+
   broadcast(packet, opts) {
     if (opts.flags?.local) return super.broadcast(packet, opts);
     packet.nsp = this.nsp.name;
     const parts = this.encoder.encode(packet);
     const bytes = layout(parts);
-    const effects = this.#call((n, now) => n.broadcast(now, toComponentOpts(opts), bytes));
-    this.#carry(effects, { packet, parts, opts });
+    const effects = this.#operation("broadcast", () => this.#call((n, now) => n.broadcast(now, toComponentOpts(opts), bytes)));
+    if (effects) this.#carry(effects, { packet, parts, opts });
   }
 
   broadcastWithAck(packet, opts, clientCountCallback, ack) {
@@ -668,8 +685,14 @@ export class ClusterAdapter extends Adapter {
     const bytes = layout(this.encoder.encode(packet));
     const timeout = opts.flags?.timeout ?? this.requestTimeoutMs;
     const ms = Math.max(0, Math.min(Math.trunc(timeout), 0xffffffff));
-    const [rid, effects] = this.#call((n, now) => n.broadcastWithAck(now, toComponentOpts(opts), bytes, ms, true));
-    this.waiters.set(rid, { kind: "acks", countCb: clientCountCallback, ack, servers: this.#call((n) => n.serverCount()), received: 0 });
+    // On failure BroadcastOperator's timer answers "operation has timed out".
+    const started = this.#operation("broadcast with acks", () => {
+      const r = this.#call((n, now) => n.broadcastWithAck(now, toComponentOpts(opts), bytes, ms, true));
+      return { r, servers: this.#call((n) => n.serverCount()) };
+    });
+    if (!started) return;
+    const [rid, effects] = started.r;
+    this.waiters.set(rid, { kind: "acks", countCb: clientCountCallback, ack, servers: started.servers, received: 0 });
     this.#carry(effects, { packet, opts });
   }
 
@@ -685,27 +708,36 @@ export class ClusterAdapter extends Adapter {
 
   addSockets(opts, rooms) {
     if (opts.flags?.local) return super.addSockets(opts, rooms);
-    const effects = this.#call((n, now) => n.socketsJoin(now, toComponentOpts(opts), arr(rooms)));
-    this.#carry(effects, { opts });
+    const effects = this.#operation("socketsJoin", () => this.#call((n, now) => n.socketsJoin(now, toComponentOpts(opts), arr(rooms))));
+    if (effects) this.#carry(effects, { opts });
   }
 
   delSockets(opts, rooms) {
     if (opts.flags?.local) return super.delSockets(opts, rooms);
-    const effects = this.#call((n, now) => n.socketsLeave(now, toComponentOpts(opts), arr(rooms)));
-    this.#carry(effects, { opts });
+    const effects = this.#operation("socketsLeave", () => this.#call((n, now) => n.socketsLeave(now, toComponentOpts(opts), arr(rooms))));
+    if (effects) this.#carry(effects, { opts });
   }
 
   disconnectSockets(opts, close) {
     if (opts.flags?.local) return super.disconnectSockets(opts, close);
-    const effects = this.#call((n, now) => n.disconnectSockets(now, toComponentOpts(opts), !!close));
-    this.#carry(effects, { opts });
+    const effects = this.#operation("disconnectSockets", () => this.#call((n, now) => n.disconnectSockets(now, toComponentOpts(opts), !!close)));
+    if (effects) this.#carry(effects, { opts });
   }
 
   serverSideEmit(packet) {
     const withAck = typeof packet[packet.length - 1] === "function";
     const cb = withAck ? packet.pop() : null;
     const bytes = encodeArgs(packet);
-    const [rid, effects] = this.#call((n, now) => n.serverSideEmit(now, bytes, withAck));
+    let started;
+    try {
+      started = this.#call((n, now) => n.serverSideEmit(now, bytes, withAck));
+    } catch (e) {
+      this.counters.operationErrors++;
+      this.cluster.log(`serverSideEmit on ${this.nsp.name} failed: ${e.message}`);
+      if (cb) queueMicrotask(() => cb(e, []));
+      return;
+    }
+    const [rid, effects] = started;
     if (withAck && rid !== undefined) this.waiters.set(rid, { kind: "replies", cb });
     this.#carry(effects);
   }

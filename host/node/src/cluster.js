@@ -44,6 +44,7 @@ export class Cluster {
       framesUnrouted: 0,
       badRemoteData: 0,
       effectErrors: 0,
+      operationErrors: 0,
       handlerErrors: 0,
       linkErrors: 0,
       traps: 0,

@@ -283,6 +283,22 @@ describe("faults", () => {
     assert.equal(A.cluster.counters.traps, traps + 1);
     // The replacement serves: rooms are socket.io's, the node announced itself again.
     await until(async () => (await B.io.of("/").adapter.serverCount()) === 2 && (await A.io.of("/").adapter.serverCount()) === 2, 3000, "re-announced");
+    // A trap in an operation socket.io calls (io.emit) is counted, not thrown into the caller.
+    const emitInjector = trapInjector("broadcast");
+    const D = await member(hub, { index: 5, adapterOptions: { instantiateCore: emitInjector.hook } });
+    try {
+      emitInjector.arm();
+      assert.doesNotThrow(() => D.io.emit("lost", 1));
+      assert.equal(emitInjector.state.fired, 1);
+      assert.equal(D.cluster.counters.operationErrors, 1);
+      assert.equal(D.cluster.counters.traps, 1);
+      await until(async () => (await D.io.of("/").adapter.serverCount()) === 3, 3000, "D re-announced");
+      const w = next(a1, "after-d");
+      D.io.emit("after-d", 2);
+      assert.deepEqual(await w, [2]);
+    } finally {
+      await D.close();
+    }
     const m = next(a1, "after");
     B.io.to("kept").emit("after", "trap");
     assert.deepEqual(await m, ["trap"]);
