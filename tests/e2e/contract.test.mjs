@@ -19,23 +19,28 @@
 //   18 serverSideEmit timeout              "server_emit times out ..." (3 workers)
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+//
+// The whole suite runs once per cluster kind of SIO_E2E_KINDS (cluster.mjs):
+// Rust workers only, Node workers only, and mixed (worker 0 Rust, worker 1
+// Node), where every cross-worker assertion crosses the two runtimes.
 import {
-  call, clientsPerWorker, connect, next, record, sleep, startCluster,
+  call, clientsPerWorker, KINDS, next, record, sleep, startCluster,
 } from "./cluster.mjs";
 
 let uniq = 0;
 const room = (tag) => `${tag}-${process.pid}-${++uniq}`;
 
+for (const kind of KINDS) describe(`${kind} cluster`, () => {
 let cluster;
 before(async () => {
-  cluster = await startCluster(2);
+  cluster = await startCluster(2, [], kind);
 });
 after(async () => {
   await cluster?.stop();
 });
 
 for (const transport of ["websocket", "polling"]) {
-  describe(`contract over ${transport}`, () => {
+  describe(`contract over ${transport} (${kind})`, () => {
     let open = [];
     const clients = async (n = 1, nsp = "/") => {
       const byWorker = await clientsPerWorker(cluster.url, transport, 2, n, nsp);
@@ -52,6 +57,11 @@ for (const transport of ["websocket", "polling"]) {
       assert.equal(a.worker, 0);
       assert.equal(b.worker, 1);
       assert.notEqual(a.pid, b.pid);
+      // Both runtimes give ids socketioxide's Sid parser accepts (wit/interop.md).
+      for (const s of [a, b]) {
+        assert.match(s.id, /^[A-Za-z0-9_-]{16}$/, `socket id on worker ${s.worker}`);
+        assert.match(s.io.engine.id, /^[A-Za-z0-9_-]{16}$/, `engine.io sid on worker ${s.worker}`);
+      }
       closeAll();
     });
 
@@ -187,16 +197,18 @@ for (const transport of ["websocket", "polling"]) {
       closeAll();
     });
 
-    test("ask: every client's ack, across workers (upstream 6)", async () => {
-      const [[a, a2], [b]] = await clients(2);
+    test("ask: every client's ack, across workers, asked from either (upstream 6)", async () => {
+      const [[a, a2], [b, b2]] = await clients(2);
       const r = room("q");
-      for (const s of [a, a2, b]) {
+      for (const s of [a, a2, b, b2]) {
         await call(s, "join", r);
         s.on("question", (_q, cb) => cb(s.id));
       }
-      const res = await call(b, "ask", r, 2000);
-      assert.equal(res.err, null);
-      assert.deepEqual(res.responses.sort(), [a.id, a2.id, b.id].sort());
+      for (const asker of [b, a]) {
+        const res = await call(asker, "ask", r, 2000);
+        assert.equal(res.err, null);
+        assert.deepEqual(res.responses.sort(), [a.id, a2.id, b.id, b2.id].sort());
+      }
       closeAll();
     });
 
@@ -294,9 +306,9 @@ for (const transport of ["websocket", "polling"]) {
   });
 }
 
-describe("three workers", () => {
+describe(`three workers (${kind})`, () => {
   test("server_emit times out when one worker does not answer (upstream 18)", async () => {
-    const c3 = await startCluster(3);
+    const c3 = await startCluster(3, [], kind);
     const byWorker = await clientsPerWorker(c3.url, "websocket", 3);
     const [[a], [b], [c]] = byWorker;
     try {
@@ -315,4 +327,5 @@ describe("three workers", () => {
       await c3.stop();
     }
   });
+});
 });

@@ -2,14 +2,16 @@
 // senders keep broadcasting to a room with members on every worker. Clients
 // on the surviving workers must receive every message (zero loss), and the
 // respawned worker must be counted again.
+// Runs once per cluster kind of SIO_E2E_KINDS (the victim, worker 2, is
+// Rust in the mixed cluster and the survivors are one Rust and one Node worker).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { call, clientsPerWorker, sleep, startCluster } from "./cluster.mjs";
+import { call, clientsPerWorker, KINDS, sleep, startCluster } from "./cluster.mjs";
 
 const SEND_MS = Number(process.env.SIO_E2E_LOAD_MS ?? 3000);
 
-test("kill -9 of a worker under broadcast load loses no delivery on the survivors", async () => {
-  const cluster = await startCluster(3);
+for (const kind of KINDS) test(`kill -9 of a worker under broadcast load loses no delivery on the survivors (${kind})`, async () => {
+  const cluster = await startCluster(3, [], kind);
   const byWorker = await clientsPerWorker(cluster.url, "websocket", 3, 4);
   const all = byWorker.flat();
   try {

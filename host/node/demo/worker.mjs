@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// The Node demo worker: socket.io 4.8 on @sio-cluster/node, implementing
+// shared/demo-contract.md on `/`, `/custom` and the tenant namespaces
+// `/tenant/<id>` exactly like the Rust demo worker (`host/src/demo.rs`):
+// same events, same ack shapes, the same "demo worker serving" line on
+// stderr once it serves. Run it under the primary:
+//
+//   sio-cluster-host run --workers 2 --port 3000 -- node demo/worker.mjs
+import { Server } from "socket.io";
+import { attach, createAdapter } from "../src/index.js";
+
+/** Namespaces the demo serves (tenants are dynamic). */
+const NAMESPACES = ["/", "/custom"];
+const TENANTS = /^\/tenant\/[^/]+$/;
+
+function fail(code, message) {
+  process.stderr.write(`demo worker: ${message}\n`);
+  process.exit(code);
+}
+
+let cluster;
+try {
+  cluster = await attach();
+} catch (e) {
+  fail(3, `cannot join the cluster: ${e.message}`);
+}
+const worker = cluster.worker;
+
+const io = new Server({
+  adapter: createAdapter(cluster),
+  // As socketioxide's demo: keep a generous buffer; socket.io has no per-client cap.
+  maxHttpBufferSize: 1e6,
+});
+
+/** Sorts numbers numerically, then everything else by its JSON text (as `sort_values`). */
+function sortValues(values) {
+  return values.sort((a, b) => {
+    const x = typeof a === "number";
+    const y = typeof b === "number";
+    if (x && y) return a - b;
+    if (x) return -1;
+    if (y) return 1;
+    const s = JSON.stringify(a);
+    const t = JSON.stringify(b);
+    return s < t ? -1 : s > t ? 1 : 0;
+  });
+}
+
+const answering = new WeakSet();
+
+/** Answers other workers' server-side `ping` on `nsp` with this worker's index. */
+function answerPings(nsp) {
+  if (answering.has(nsp)) return;
+  answering.add(nsp);
+  nsp.on("ping", (...args) => {
+    const cb = args[args.length - 1];
+    if (typeof cb === "function") cb(worker);
+  });
+}
+
+const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const isFn = (f) => typeof f === "function";
+// As the Rust demo's extractors (`Data<String>`, `Data<u64>`): a handler
+// whose arguments do not have the expected types does not run (no ack).
+const str = (...xs) => xs.every((x) => typeof x === "string");
+const uint = (x) => Number.isSafeInteger(x) && x >= 0;
+
+function onConnect(socket) {
+  const nsp = socket.nsp;
+  // Every socket is in the room named by its own id (socket.io does this itself).
+  socket.on("whoami", (ack) => isFn(ack) && ack({ pid: process.pid, worker }));
+  socket.on("join", (room, ack) => {
+    if (!str(room)) return;
+    socket.join(room);
+    if (isFn(ack)) ack(true);
+  });
+  socket.on("leave", (room, ack) => {
+    if (!str(room)) return;
+    socket.leave(room);
+    if (isFn(ack)) ack(true);
+  });
+  socket.on("to", (room, event, payload) => {
+    if (!str(room, event)) return;
+    nsp.to(room).emit(event, payload);
+  });
+  socket.on("to_except", (room, except, event, payload) => {
+    if (!str(room, except, event)) return;
+    nsp.to(room).except(except).emit(event, payload);
+  });
+  socket.on("all", (event, payload) => {
+    if (!str(event)) return;
+    nsp.emit(event, payload);
+  });
+  socket.on("broadcast", (event, payload) => {
+    if (!str(event)) return;
+    socket.broadcast.emit(event, payload);
+  });
+  socket.on("fetch", async (room, ack) => {
+    if (!isFn(ack) || !str(room)) return;
+    try {
+      const sockets = await nsp.in(room).fetchSockets();
+      ack(sockets.map((s) => ({ id: s.id, rooms: [...s.rooms].sort() })).sort(byId));
+    } catch (e) {
+      process.stderr.write(`demo worker: fetch failed: ${e.message}\n`);
+      ack([]);
+    }
+  });
+  socket.on("sockets_join", (room, newRoom, ack) => {
+    if (!str(room, newRoom)) return;
+    nsp.in(room).socketsJoin(newRoom);
+    if (isFn(ack)) ack(true);
+  });
+  socket.on("sockets_leave", (room, oldRoom, ack) => {
+    if (!str(room, oldRoom)) return;
+    nsp.in(room).socketsLeave(oldRoom);
+    if (isFn(ack)) ack(true);
+  });
+  socket.on("disconnect_room", (room, ack) => {
+    if (!str(room)) return;
+    if (isFn(ack)) ack(true);
+    nsp.in(room).disconnectSockets(true);
+  });
+  socket.on("ask", (room, timeoutMs, ack) => {
+    if (!isFn(ack) || !str(room) || !uint(timeoutMs)) return;
+    nsp
+      .to(room)
+      .timeout(timeoutMs)
+      .emit("question", room, (err, responses) => {
+        ack({ err: err ? err.message : null, responses: responses ?? [] });
+      });
+  });
+  socket.on("server_emit", (payload, ack) => {
+    if (!isFn(ack)) return;
+    nsp.serverSideEmit("ping", payload, (err, responses) => {
+      ack({ err: err ? err.message : null, responses: sortValues(responses ?? []) });
+    });
+  });
+  socket.on("server_count", async (ack) => {
+    if (!isFn(ack)) return;
+    ack(await nsp.adapter.serverCount());
+  });
+}
+
+for (const name of NAMESPACES) {
+  const nsp = io.of(name);
+  nsp.on("connection", onConnect);
+  answerPings(nsp);
+}
+// Tenants: one dynamic namespace per tenant, each its own component instance.
+io.of(TENANTS).on("connection", (socket) => {
+  answerPings(socket.nsp);
+  onConnect(socket);
+});
+
+try {
+  await cluster.listen(io);
+} catch (e) {
+  fail(4, `cannot listen: ${e.message}`);
+}
+process.stderr.write(`demo worker serving worker=${worker} pid=${process.pid} runtime=node\n`);
+
+for (const sig of ["SIGTERM", "SIGINT"]) {
+  process.once(sig, () => {
+    io.close();
+    process.exit(0);
+  });
+}
