@@ -77,10 +77,11 @@ enum Cmd {
     /// SIO_CLUSTER_IPC=... and SIO_CLUSTER_TOKEN_FILE=... on stdout.
     #[command(after_help = EXIT_CODES)]
     Hub(HubArgs),
-    /// Run the demo cluster: the primary plus N socketioxide demo workers
-    /// (this binary, on the embedded adapter component) implementing the
-    /// demo contract on namespaces `/` and `/custom`. Same options as `run`,
-    /// without a command.
+    /// Run the demo cluster: the primary plus N demo workers implementing
+    /// the demo contract on namespaces `/`, `/custom` and `/tenant/<id>`:
+    /// socketioxide workers (this binary) by default, socket.io workers on
+    /// the Node host with `--runtime node`, both with `--runtime mixed`.
+    /// Same options as `run`, without a command.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Show the adapter component the workers load: its sha256 and size, or
@@ -134,7 +135,8 @@ struct DemoArgs {
     /// take handed-off WebSockets, so `node` and `mixed` proxy them.
     #[arg(long, value_enum, default_value_t = DemoRuntime::Rust)]
     runtime: DemoRuntime,
-    /// The Node demo worker script (needs `npm ci --prefix host/node` once).
+    /// The Node demo worker script (needs `npm ci --prefix host/node && npm
+    /// run build --prefix host/node` once).
     #[arg(long, value_name = "PATH", default_value = "host/node/demo/worker.mjs")]
     node_worker: PathBuf,
 }
@@ -529,13 +531,15 @@ fn demo_command(args: &DemoArgs) -> Result<Vec<OsString>, ExitCode> {
     let node_worker = || {
         let path = std::path::absolute(&args.node_worker).unwrap_or(args.node_worker.clone());
         let pkg = path.parent().and_then(|d| d.parent());
-        let installed = pkg.is_some_and(|p| p.join("node_modules").is_dir());
+        let installed = pkg.is_some_and(|p| {
+            p.join("node_modules").is_dir() && p.join("component/manifest.json").is_file()
+        });
         if !path.is_file() || !installed {
             error!(
                 worker = %path.display(),
-                "the Node demo worker is not ready: run `npm ci --prefix host/node` from the \
-                 repository root first (after a cargo build, which makes the component), \
-                 or pass --node-worker PATH"
+                "the Node demo worker is not ready: run `npm ci --prefix host/node && npm run \
+                 build --prefix host/node` from the repository root first (after a cargo \
+                 build, which makes the component), or pass --node-worker PATH"
             );
             return Err(ExitCode::from(4));
         }

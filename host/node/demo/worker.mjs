@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The Node demo worker: socket.io 4.8 on @sio-cluster/node, implementing
 // shared/demo-contract.md on `/`, `/custom` and the tenant namespaces
-// `/tenant/<id>` exactly like the Rust demo worker (`host/src/demo.rs`):
+// `/tenant/<id>` exactly like the Rust demo worker (`host/src/sioxide/demo.rs`):
 // same events, same ack shapes, the same "demo worker serving" line on
 // stderr once it serves. Run it under the primary:
 //

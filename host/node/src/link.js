@@ -1,5 +1,5 @@
 // The hub link between a worker and the sio-cluster-host primary: the frame
-// codec of `host/src/ipc.rs` and the connection (fd 3 or a socket path).
+// codec of `host/src/link/ipc.rs` and the connection (fd 3 or a socket path).
 //
 // Every frame is `u32 LE length | kind u8 | fields`; the length counts the
 // kind byte and the fields. Integers are little endian, strings are

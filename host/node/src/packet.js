@@ -1,4 +1,4 @@
-// Packet bytes shared by every host (`host/src/packet.rs`):
+// Packet bytes shared by every host (`host/src/sioxide/packet.rs`):
 //
 //   packet     := text-len:u32le text attachment*
 //   attachment := len:u32le bytes

@@ -1,5 +1,5 @@
 // The hub link codec against the shared vectors (test/vectors/link.json,
-// derived from host/src/ipc.rs's encoding; the Rust side reads the same
+// derived from host/src/link/ipc.rs's encoding; the Rust side reads the same
 // file), plus the stream reader's limits.
 import { test } from "node:test";
 import assert from "node:assert/strict";
