@@ -25,19 +25,8 @@ test("the .wasm the package loads is the one embedded in sio-cluster-host", () =
   assert.equal(componentSha256(), sha256(ours));
   assert.equal(manifest().component.sha256, sha256(ours));
   const probe = spawnSync(bin(), ["component", "--sha256"], { encoding: "utf8" });
-  if (probe.status === 0) {
-    assert.equal(probe.stdout.trim(), sha256(ours), "sio-cluster-host component --sha256");
-    return;
-  }
-  // TODO(sha256): once `sio-cluster-host component --sha256` lands (issue
-  // 11, other branch), the branch above is the check and this fallback goes.
-  // Until then: the binary must contain the exact bytes of the .wasm (it
-  // embeds the component as it is), and, when given, the reference copy
-  // SIO_CLUSTER_WASM must be the same file.
-  assert.match(probe.stderr, /unrecognized subcommand|component/, "the binary refuses `component` only because it lacks it");
-  const binary = readFileSync(bin());
-  assert.ok(binary.indexOf(ours) >= 0, "sio-cluster-host embeds these exact bytes");
-  if (process.env.SIO_CLUSTER_WASM) assert.equal(sha256(readFileSync(process.env.SIO_CLUSTER_WASM)), sha256(ours));
+  assert.equal(probe.status, 0, `sio-cluster-host component --sha256: ${probe.stderr}`);
+  assert.equal(probe.stdout.trim(), sha256(ours), "sio-cluster-host component --sha256");
 });
 
 test("the loaded glue and core modules are the pinned jco's transpile of that .wasm", () => {

@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 use socketioxide::AckError;
 use socketioxide_core::adapter::errors::{AdapterError, BroadcastError};
 use socketioxide_core::adapter::{
-    BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, RemoteSocketData, Room,
-    RoomParam, SocketEmitter, Spawnable,
+    BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter,
+    RemoteSocketData, Room, RoomParam, SocketEmitter, Spawnable,
 };
 use socketioxide_core::packet::Packet;
 use socketioxide_core::{Sid, Uid};
@@ -67,6 +67,17 @@ struct Core {
     node: Mutex<WasmNode>,
     waiters: Mutex<HashMap<RequestId, Waiter>>,
     wake: Notify,
+    /// `handshake` and `data` JSON of local sockets, for other workers'
+    /// fetches (`WasmCluster::set_socket_info`).
+    infos: Mutex<SocketInfos>,
+}
+
+/// Per-socket `handshake`/`data` bytes, pruned of sockets that left each
+/// time the map doubles past the live count.
+#[derive(Default)]
+struct SocketInfos {
+    by_sid: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    prune_at: usize,
 }
 
 impl Core {
@@ -385,12 +396,18 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
                                 .map(|r| r.to_string())
                                 .collect();
                             rooms.sort();
+                            let id = d.id.as_str().to_string();
+                            let (handshake, data) = lock(&core.infos)
+                                .by_sid
+                                .get(&id)
+                                .cloned()
+                                .unwrap_or_default();
                             SocketInfo {
-                                id: d.id.as_str().to_string(),
+                                id,
                                 node: core.uid,
                                 rooms,
-                                handshake: Vec::new(),
-                                data: Vec::new(),
+                                handshake,
+                                data,
                             }
                         })
                         .collect(),
@@ -571,6 +588,24 @@ impl<E: SocketEmitter<AckError = AckError>> Space for WasmClusterAdapter<E> {
         let core = self.core()?;
         self.call(core, |n, _| n.server_count())
     }
+
+    fn set_socket_info(&self, sid: &str, handshake: Vec<u8>, data: Vec<u8>) {
+        let Ok(core) = self.core() else { return };
+        let mut infos = lock(&core.infos);
+        infos.by_sid.insert(sid.to_string(), (handshake, data));
+        if infos.by_sid.len() > infos.prune_at {
+            let mut all = BroadcastOptions::default();
+            all.add_flag(BroadcastFlags::Broadcast);
+            let live: std::collections::HashSet<String> = self
+                .local
+                .fetch_sockets(all)
+                .into_iter()
+                .map(|d| d.id.as_str().to_string())
+                .collect();
+            infos.by_sid.retain(|sid, _| live.contains(sid));
+            infos.prune_at = (infos.by_sid.len() * 2).max(64);
+        }
+    }
 }
 
 impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapter<E> {
@@ -608,6 +643,7 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
                     node: Mutex::new(node),
                     waiters: Mutex::new(HashMap::new()),
                     wake: Notify::new(),
+                    infos: Mutex::new(SocketInfos::default()),
                 })
             })
             .map_err(|e| format!("{e:#}"));

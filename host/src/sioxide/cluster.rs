@@ -163,6 +163,8 @@ pub(crate) trait Space: Send + Sync {
     fn reply(&self, query: u64, payload: Vec<u8>) -> Result<(), Error>;
     /// Live nodes of the namespace, this one included.
     fn server_count(&self) -> Result<u32, Error>;
+    /// Sets what other workers' `fetchSockets()` shows of local socket `sid`.
+    fn set_socket_info(&self, sid: &str, handshake: Vec<u8>, data: Vec<u8>);
 }
 
 pub(crate) struct Inner {
@@ -338,6 +340,32 @@ impl WasmCluster {
         self.space(nsp)?.server_count()
     }
 
+    /// What other workers' `fetchSockets()` (Rust or Node) shows of the local
+    /// socket `sid` of namespace `nsp`: socket.io's `handshake` object and
+    /// `socket.data`, each as JSON (`wit/interop.md` §4). socketioxide keeps
+    /// neither where the adapter can read it, so the application sets them,
+    /// e.g. on connect with [`handshake_json`]; a socket that never had them
+    /// set is shown with both unknown (`{}`). Entries of sockets that left are
+    /// pruned as the namespace's sockets come and go.
+    pub fn set_socket_info(
+        &self,
+        nsp: &str,
+        sid: &str,
+        handshake: &serde_json::Value,
+        data: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let enc = |v: &serde_json::Value| {
+            if v.is_null() {
+                Ok(Vec::new())
+            } else {
+                serde_json::to_vec(v).map_err(|e| Error::Encode(e.to_string()))
+            }
+        };
+        self.space(nsp)?
+            .set_socket_info(sid, enc(handshake)?, enc(data)?);
+        Ok(())
+    }
+
     pub(crate) fn register(&self, nsp: &str, space: Weak<dyn Space>) {
         lock(&self.inner.spaces).insert(nsp.to_string(), space);
     }
@@ -457,6 +485,54 @@ fn unrouted(inner: &Inner, nsp: &str, n: usize) {
     debug!(nsp, "message for a namespace not served here");
 }
 
+/// socket.io's `handshake` object for a socketioxide socket, from its HTTP
+/// request parts and the CONNECT auth (`wit/interop.md` §4): `headers`,
+/// `time`, `address`, `xdomain`, `secure`, `issued`, `url`, `query`, `auth`.
+/// The peer address is not in the request parts: pass it when known.
+pub fn handshake_json(
+    parts: &http::request::Parts,
+    auth: &serde_json::Value,
+    address: Option<std::net::SocketAddr>,
+) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            headers.insert(name.as_str().to_string(), Value::String(v.to_string()));
+        }
+    }
+    let mut query = Map::new();
+    for pair in parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        query.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let now = std::time::SystemTime::now();
+    let issued = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let xdomain = parts.headers.contains_key(http::header::ORIGIN);
+    serde_json::json!({
+        "headers": headers,
+        // socket.io has `Date.prototype.toString()` here; the HTTP date
+        // form is as readable and as parseable by `new Date()`.
+        "time": httpdate::fmt_http_date(now),
+        "address": address.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "xdomain": xdomain,
+        "secure": parts.uri.scheme_str() == Some("https"),
+        "issued": issued,
+        "url": parts.uri.to_string(),
+        "query": query,
+        "auth": auth,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +554,28 @@ mod tests {
         assert!(parse_event(b"junk").is_none());
         assert!(parse_event(&EncodedPacket::text("[1]").to_bytes()).is_none());
         assert!(parse_event(&EncodedPacket::text("[]").to_bytes()).is_none());
+    }
+
+    #[test]
+    fn handshake_json_has_socket_io_fields() {
+        let req = http::Request::builder()
+            .uri("/socket.io/?EIO=4&transport=polling&x=1")
+            .header("origin", "http://example.test")
+            .header("user-agent", "t")
+            .body(())
+            .expect("request");
+        let (parts, ()) = req.into_parts();
+        let addr: std::net::SocketAddr = "127.0.0.1:4000".parse().expect("addr");
+        let h = handshake_json(&parts, &serde_json::json!({"token": "a"}), Some(addr));
+        assert_eq!(h["query"]["x"], "1");
+        assert_eq!(h["query"]["EIO"], "4");
+        assert_eq!(h["headers"]["user-agent"], "t");
+        assert_eq!(h["xdomain"], true);
+        assert_eq!(h["secure"], false);
+        assert_eq!(h["address"], "127.0.0.1");
+        assert_eq!(h["auth"]["token"], "a");
+        assert!(h["issued"].as_u64().is_some_and(|t| t > 1_700_000_000_000));
+        assert!(h["time"].as_str().is_some_and(|t| t.ends_with("GMT")));
+        assert_eq!(h["url"], "/socket.io/?EIO=4&transport=polling&x=1");
     }
 }

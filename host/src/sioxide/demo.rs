@@ -116,6 +116,10 @@ async fn on_connect(cluster: WasmCluster, s: SocketRef<Adapter>, io: SocketIo<Ad
         let nsp = s.ns().to_string();
         // As in Socket.IO, every socket is in the room named by its own id.
         s.join(s.id.as_str().to_string());
+        // What other workers' fetchSockets() show of it (Node workers read it
+        // as `RemoteSocket.handshake`).
+        let handshake = crate::sioxide::handshake_json(s.req_parts(), &serde_json::json!({}), None);
+        let _ = cluster.set_socket_info(&nsp, s.id.as_str(), &handshake, &serde_json::Value::Null);
         if nsp == "/" {
             let _ = cluster.link().session_opened(s.id.as_str());
             let c = cluster.clone();

@@ -28,6 +28,7 @@ pub mod packet;
 pub use adapter::{InitRes, WasmClusterAdapter};
 pub use cluster::{
     ClusterSettings, ClusterStats, ServerEmitError, ServerEvent, ServerReply, WasmCluster,
+    handshake_json,
 };
 
 use socketioxide_core::adapter::errors::AdapterError;
