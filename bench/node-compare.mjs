@@ -49,10 +49,14 @@ bench/results/node-compare-<time>.json (every run, medians, ratios).
 
   --clusters LIST     subset/order of a,b,c (default a,b,c)
   --a CMD, --b CMD, --c CMD   override a cluster's command ({N} workers, {P} port)
+  --add KEY=CMD       one more 2-worker cluster named KEY (repeatable; list it
+                      in --clusters), e.g. a0="... -- node /tmp/before/demo/worker.mjs"
   --scenarios LIST    of r20-max, r2-max, r20-rate, r2-rate (default all four)
   --clients C         default 200
   --window W          max mode, in flight per sender (default 16)
-  --rate M            rate mode, messages/s in total (default 2000)
+  --rate-r20 M        rate mode, rooms of 20: messages/s in total (default 1000,
+                      i.e. 20 000 deliveries/s, which all three sustain here)
+  --rate-r2 M         rate mode, rooms of 2 (default 2000, 4 000 deliveries/s)
   --rounds K          default 3
   --warmup SEC        default 2
   --duration SEC      default 8
@@ -71,10 +75,12 @@ try {
       a: { type: "string" },
       b: { type: "string" },
       c: { type: "string" },
+      add: { type: "string", multiple: true, default: [] },
       scenarios: { type: "string", default: "r20-max,r2-max,r20-rate,r2-rate" },
       clients: { type: "string", default: "200" },
       window: { type: "string", default: "16" },
-      rate: { type: "string", default: "2000" },
+      "rate-r20": { type: "string", default: "1000" },
+      "rate-r2": { type: "string", default: "2000" },
       rounds: { type: "string", default: "3" },
       warmup: { type: "string", default: "2" },
       duration: { type: "string", default: "8" },
@@ -104,6 +110,11 @@ const num = (k) => {
   return n;
 };
 for (const k of ["a", "b", "c"]) if (values[k]) CLUSTERS[k].cmd = values[k];
+for (const a of values.add) {
+  const i = a.indexOf("=");
+  if (i < 1) fail(`--add: expected KEY=CMD, got ${a}`);
+  CLUSTERS[a.slice(0, i)] = { name: a.slice(0, i), workers: 2, cmd: a.slice(i + 1) };
+}
 const clusterKeys = values.clusters.split(",").map((s) => s.trim());
 for (const k of clusterKeys) if (!CLUSTERS[k]) fail(`--clusters: unknown cluster ${k}`);
 const clients = num("clients");
@@ -117,12 +128,12 @@ const scenarios = values.scenarios.split(",").map((s) => {
   const sc = SCEN[s.trim()];
   if (!sc) fail(`--scenarios: unknown scenario ${s}`);
   const rooms = Math.max(1, Math.round(clients / sc.roomSize));
-  return { name: s.trim(), ...sc, rooms, senders: rooms };
+  const rate = sc.mode === "rate" ? num(sc.roomSize === 20 ? "rate-r20" : "rate-r2") : undefined;
+  return { name: s.trim(), ...sc, rooms, senders: rooms, rate };
 });
 const opts = {
   clients,
   window: num("window"),
-  rate: num("rate"),
   rounds: num("rounds"),
   warmup: Number(values.warmup),
   duration: num("duration"),
@@ -304,7 +315,7 @@ async function waitReady(c, url, workers) {
 function runLoad(url, sc, clusterPid, jsonFile) {
   const args = [
     "run", "--url", url, "--clients", String(opts.clients), "--rooms", String(sc.rooms), "--senders", String(sc.senders),
-    "--mode", sc.mode, "--window", String(opts.window), "--rate", String(opts.rate),
+    "--mode", sc.mode, "--window", String(opts.window), "--rate", String(sc.rate ?? 1000),
     "--warmup", String(opts.warmup), "--duration", String(opts.duration), "--threads", String(opts.threads),
     "--cluster-pid", String(clusterPid), "--json-out", jsonFile, "--quiet",
   ];
@@ -459,7 +470,7 @@ for (const sc of scenarios) {
 }
 
 const fmt = (v, d = 1) => (v == null ? "-" : Number(v).toFixed(d));
-console.log(`\nmedians over ${opts.rounds} round(s), C=${opts.clients}, max W=${opts.window}, rate ${opts.rate} msg/s, ${opts.duration}s measured`);
+console.log(`\nmedians over ${opts.rounds} round(s), C=${opts.clients}, max W=${opts.window}, rate ${scenarios.map((s) => s.rate).filter(Boolean).join("/")} msg/s, ${opts.duration}s measured`);
 for (const row of summary) {
   console.log(`${row.scenario} (R=${row.rooms} S=${row.senders}):`);
   for (const k of clusterKeys) {
