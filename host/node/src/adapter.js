@@ -26,6 +26,30 @@ export const CLOSED_ERROR = "adapter closed";
 
 const canPreComputeFrame = typeof WebSocket?.Sender?.frame === "function";
 
+/**
+ * The TCP sockets of WebSocket clients written to in this turn of the event
+ * loop: corked at the first broadcast packet and uncorked together from
+ * `setImmediate`, so that a client that gets several packets in one turn
+ * gets them in one `writev` (one segment to the primary's proxy, one read
+ * there), not one write per packet. Polling clients are not touched.
+ */
+const corkedClients = [];
+function uncorkClients() {
+  const list = corkedClients.splice(0);
+  for (const raw of list) {
+    raw[CORKED] = false;
+    if (!raw.destroyed) raw.uncork();
+  }
+}
+const CORKED = Symbol("sio-cluster corked");
+function corkClient(s) {
+  const raw = s.conn?.transport?.socket?._socket;
+  if (!raw || raw[CORKED] || typeof raw.cork !== "function" || raw.destroyed) return;
+  raw[CORKED] = true;
+  raw.cork();
+  if (corkedClients.push(raw) === 1) setImmediate(uncorkClients);
+}
+
 /** Random 64-bit node id (never 0). */
 function randomUid() {
   for (;;) {
@@ -415,6 +439,7 @@ export class ClusterAdapter extends Adapter {
   #write(sockets, packet, parts, packetOpts) {
     for (const s of sockets) {
       if (typeof s.notifyOutgoingListeners === "function") s.notifyOutgoingListeners(packet);
+      corkClient(s);
       s.client.writeToEngine(parts, packetOpts);
     }
   }
@@ -625,6 +650,8 @@ export class ClusterAdapter extends Adapter {
       this.cluster.log(`close of ${this.nsp.name}: ${e.message}`);
     }
     this.#carry(effects);
+    // The leave frame now, not at the next turn: callers often exit right after close().
+    this.cluster.link.flush?.();
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;

@@ -536,6 +536,26 @@ export class HubLink {
     return this.socket.writableLength;
   }
 
+  /**
+   * Frames written in one turn of the event loop go out together: the
+   * socket is corked at the first write and uncorked from `setImmediate`
+   * (after the poll phase, i.e. after every socket.io event of this turn),
+   * so a burst of broadcasts costs one `writev` to the hub, not one `write`
+   * each, and the hub reads them as one chunk. Order is kept; `flush()`
+   * (and `close()`) write what is corked at once.
+   */
+  #corked = false;
+  #uncork = () => {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.socket.uncork();
+  };
+
+  /** Writes the frames corked in this turn now (before exiting, say). */
+  flush() {
+    this.#uncork();
+  }
+
   #push(buf) {
     if (this.closed) throw new LinkError("Closed", "hub link closed");
     const len = buf.length - 4;
@@ -547,6 +567,11 @@ export class HubLink {
     if (before > 0 && before + buf.length > this.maxQueued) {
       this.stats.refusedFull++;
       throw new LinkError("QueueFull", `hub link queue full: ${before} bytes waiting, limit ${this.maxQueued} bytes`);
+    }
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      setImmediate(this.#uncork);
     }
     if (!this.socket.write(buf)) this.stats.backpressure++;
     this.stats.framesOut++;
@@ -571,6 +596,7 @@ export class HubLink {
 
   /** Closes the link (the hub sees this worker's nodes leave). */
   close() {
+    this.#uncork();
     this.socket.end();
     this.socket.destroy();
     this.#close("closed by this worker");
