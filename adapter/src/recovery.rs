@@ -410,8 +410,7 @@ impl Recovery {
             return None;
         }
         let epoch = match self.sessions.get(&session.pid) {
-            // A live session another node claimed: this node's socket is stale.
-            Some(s) if s.wire.owner != self.uid && !disconnected => s.wire.epoch + 1,
+            // Another node claimed it: this node's socket is stale.
             Some(s) if s.wire.owner != self.uid => return None,
             Some(s) => s.wire.epoch,
             None => 0,

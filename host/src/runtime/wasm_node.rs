@@ -259,7 +259,7 @@ impl WasmNode {
                 .call_enable_recovery(
                     &mut self.store,
                     self.node,
-                    &bindings::recovery_config_out(cfg),
+                    bindings::recovery_config_out(cfg),
                 )
                 .map_err(|e| anyhow::anyhow!("enabling recovery again failed: {e:?}"))?;
         }
@@ -558,7 +558,7 @@ impl AdapterNode for WasmNode {
 
     fn enable_recovery(&mut self, cfg: RecoveryConfig) -> Result<(), NodeError> {
         let c = bindings::recovery_config_out(cfg);
-        self.call(|g, s, n| g.call_enable_recovery(s, n, &c))?;
+        self.call(|g, s, n| g.call_enable_recovery(s, n, c))?;
         self.recovery = Some(cfg);
         Ok(())
     }
