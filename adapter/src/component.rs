@@ -229,6 +229,68 @@ impl GuestNode for NodeResource {
         self.with(|n| n.socket_rooms(&sid))
     }
 
+    fn enable_recovery(&self, c: wit::RecoveryConfig) {
+        let cfg = crate::recovery::RecoveryConfig {
+            max_disconnection_ms: c.max_disconnection_ms,
+            max_log_entries: c.max_log_entries,
+            max_log_bytes: c.max_log_bytes,
+            max_sessions: c.max_sessions,
+            max_session_bytes: c.max_session_bytes,
+        };
+        self.with(|n| n.enable_recovery(cfg));
+    }
+
+    fn recovery_stats(&self) -> Option<wit::RecoveryStats> {
+        self.with(|n| n.recovery_stats())
+            .map(|s| wit::RecoveryStats {
+                log_entries: s.log_entries,
+                log_bytes: s.log_bytes,
+                sessions: s.sessions,
+                restored: s.restored,
+                not_found: s.not_found,
+                bad_offsets: s.bad_offsets,
+                evicted: s.evicted,
+                sessions_refused: s.sessions_refused,
+                bad_entries: s.bad_entries,
+            })
+    }
+
+    fn session_update(&self, now: u64, s: wit::Session) -> Vec<wit::Effect> {
+        effects(self.with(|n| n.session_update(now, session_in(s))))
+    }
+
+    fn session_persist(&self, now: u64, s: wit::Session) -> Vec<wit::Effect> {
+        effects(self.with(|n| n.session_persist(now, session_in(s))))
+    }
+
+    fn session_closed(&self, now: u64, pid: String) -> Vec<wit::Effect> {
+        effects(self.with(|n| n.session_closed(now, &pid)))
+    }
+
+    fn session_restore(
+        &self,
+        now: u64,
+        pid: String,
+        offset: String,
+    ) -> (wit::RestoreResult, Vec<wit::Effect>) {
+        use crate::recovery::RestoreOutcome;
+        let (outcome, out) = self.with(|n| n.session_restore(now, &pid, &offset));
+        let result = match outcome {
+            RestoreOutcome::Restored(s, missed) => wit::RestoreResult::Restored((
+                wit::Session {
+                    sid: s.sid,
+                    pid: s.pid,
+                    rooms: s.rooms,
+                    data: s.data,
+                },
+                missed,
+            )),
+            RestoreOutcome::NotFound => wit::RestoreResult::NotFound,
+            RestoreOutcome::Behind => wit::RestoreResult::Behind,
+        };
+        (result, effects(out))
+    }
+
     fn sockets(&self, opts: wit::BroadcastOpts) -> Vec<String> {
         let opts = opts_in(opts);
         self.with(|n| n.sockets(&opts))
@@ -254,6 +316,15 @@ fn misbehave(packet: &[u8]) {
         }
         b"\0misbehave:trap" => panic!("misbehave: trap"),
         _ => {}
+    }
+}
+
+fn session_in(s: wit::Session) -> crate::recovery::Session {
+    crate::recovery::Session {
+        sid: s.sid,
+        pid: s.pid,
+        rooms: s.rooms,
+        data: s.data,
     }
 }
 

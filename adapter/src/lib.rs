@@ -9,6 +9,7 @@
 //! - [`node`]: one adapter node per namespace;
 //! - [`wire`]: the message types and the versioned postcard envelope;
 //! - [`packed`]: effects as one byte list (the fast `on-frames-packed` result);
+//! - [`recovery`]: connection state recovery (offsets, the log, sessions);
 //! - [`rooms`], [`heartbeat`], [`requests`]: the parts of a node.
 //!
 //! No IO and no clock: time is an argument, so runs are deterministic.
@@ -16,6 +17,7 @@
 pub mod heartbeat;
 pub mod node;
 pub mod packed;
+pub mod recovery;
 pub mod requests;
 pub mod rooms;
 pub mod types;

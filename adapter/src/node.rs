@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::heartbeat::Liveness;
 use crate::packed;
+use crate::recovery::{self, Recovery, RecoveryConfig, RecoveryStats, RestoreOutcome, Session};
 use crate::requests::{Collect, PendingQuery, Query, Request, Tally};
 use crate::rooms::RoomIndex;
 use crate::types::{
@@ -47,6 +48,7 @@ pub struct Node {
     next_query: QueryId,
     closed: bool,
     stats: Stats,
+    recovery: Option<Recovery>,
 }
 
 impl Node {
@@ -62,6 +64,7 @@ impl Node {
             next_query: 1,
             closed: false,
             stats: Stats::default(),
+            recovery: None,
         }
     }
 
@@ -113,7 +116,7 @@ impl Node {
             self.publish(now, Message::Heartbeat, &mut out);
         }
         for uid in self.live.expired(now) {
-            self.remove_node(uid, &mut out);
+            self.remove_node(now, uid, &mut out);
         }
         let due: Vec<RequestId> = self
             .requests
@@ -131,6 +134,9 @@ impl Node {
             }
         }
         self.queries.retain(|_, q| q.expires > now);
+        if let Some(r) = &mut self.recovery {
+            r.sweep(now);
+        }
         out
     }
 
@@ -143,6 +149,7 @@ impl Node {
             self.live.next_deadline(),
             self.requests.values().map(|r| r.deadline).min(),
             self.queries.values().map(|q| q.expires).min(),
+            self.recovery.as_ref().and_then(Recovery::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -150,9 +157,9 @@ impl Node {
     }
 
     /// The host learned that a node is gone.
-    pub fn node_down(&mut self, _now: u64, uid: NodeId) -> Vec<Effect> {
+    pub fn node_down(&mut self, now: u64, uid: NodeId) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.remove_node(uid, &mut out);
+        self.remove_node(now, uid, &mut out);
         out
     }
 
@@ -269,9 +276,37 @@ impl Node {
 
     fn message(&mut self, now: u64, from: NodeId, msg: Message, out: &mut Vec<Effect>) {
         match msg {
-            Message::InitialHeartbeat => self.publish(now, Message::Heartbeat, out),
+            Message::InitialHeartbeat => {
+                self.publish(now, Message::Heartbeat, out);
+                // A node that starts learns the sessions this node holds.
+                let sessions = self.recovery.as_ref().map(Recovery::all_sessions);
+                for w in sessions.into_iter().flatten() {
+                    self.send(from, Message::Session(w), out);
+                }
+            }
+            Message::StampedBroadcast { opts, packet, seq } => {
+                let packet = match &mut self.recovery {
+                    Some(r) => r.log(now, from, seq, &opts, packet),
+                    None => packet,
+                };
+                self.local_broadcast(opts, packet, out);
+            }
+            Message::Session(w) => {
+                let stale = match &mut self.recovery {
+                    Some(r) => r.remote_session(now, w),
+                    None => None,
+                };
+                if let Some(sid) = stale {
+                    self.close_local_socket(sid, out);
+                }
+            }
+            Message::SessionDrop { pid, epoch } => {
+                if let Some(r) = &mut self.recovery {
+                    r.remote_drop(from, &pid, epoch);
+                }
+            }
             Message::Heartbeat => {}
-            Message::AdapterClose => self.remove_node(from, out),
+            Message::AdapterClose => self.remove_node(now, from, out),
             Message::Broadcast { opts, packet, ack } => match ack {
                 None => self.local_broadcast(opts, packet, out),
                 Some(AckRequest {
@@ -489,11 +524,14 @@ impl Node {
         }
     }
 
-    fn remove_node(&mut self, uid: NodeId, out: &mut Vec<Effect>) {
+    fn remove_node(&mut self, now: u64, uid: NodeId, out: &mut Vec<Effect>) {
         if !self.live.remove(uid) {
             return;
         }
         out.push(Effect::NodeDown(uid));
+        if let Some(r) = &mut self.recovery {
+            r.node_gone(now, uid);
+        }
         self.queries.retain(|_, q| q.query.requester() != Some(uid));
         let waiting: Vec<RequestId> = self
             .requests
@@ -511,6 +549,28 @@ impl Node {
     pub fn broadcast(&mut self, now: u64, opts: Opts, packet: Vec<u8>) -> Vec<Effect> {
         let mut out = Vec::new();
         let route = self.route(&opts);
+        if matches!(route, Route::All)
+            && !opts.flags.volatile
+            && !self.closed
+            && recovery::stampable(&packet)
+            && let Some(r) = &mut self.recovery
+        {
+            // Recovery: logged and stamped on every node (crate::recovery).
+            let seq = r.next_own_seq();
+            let msg = Message::StampedBroadcast {
+                opts: wire_opts(&opts),
+                packet: packet.clone(),
+                seq,
+            };
+            self.publish(now, msg, &mut out);
+            let uid = self.cfg.uid;
+            let stamped = match &mut self.recovery {
+                Some(r) => r.log(now, uid, seq, &opts, packet),
+                None => packet,
+            };
+            self.local_broadcast(opts, stamped, &mut out);
+            return out;
+        }
         let (remote, local) = split_packet(&route, packet);
         if let Some(packet) = remote {
             let msg = Message::Broadcast {
@@ -925,6 +985,92 @@ impl Node {
             req.local_query = None;
         }
         self.finish_if_done(id, out);
+    }
+
+    // ---- connection state recovery ----
+
+    /// Turns connection state recovery on (see [`crate::recovery`]); a
+    /// second call changes the bounds and keeps what is stored.
+    pub fn enable_recovery(&mut self, cfg: RecoveryConfig) {
+        match &mut self.recovery {
+            Some(r) if r.config() == cfg => {}
+            _ => {
+                self.recovery = Some(Recovery::new(self.cfg.uid, cfg));
+            }
+        }
+    }
+
+    /// Recovery counters; `None` while recovery is off.
+    pub fn recovery_stats(&self) -> Option<RecoveryStats> {
+        self.recovery.as_ref().map(Recovery::stats)
+    }
+
+    /// A live socket's session (on connect and on room changes): replicated
+    /// to every node, so that it survives the death of this one.
+    pub fn session_update(&mut self, now: u64, session: Session) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let Some(w) = self.recovery.as_mut().and_then(|r| r.update(now, session)) {
+            self.publish(now, Message::Session(w), &mut out);
+        }
+        out
+    }
+
+    /// socket.io's `persistSession`: a recoverable disconnect.
+    pub fn session_persist(&mut self, now: u64, session: Session) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let Some(w) = self.recovery.as_mut().and_then(|r| r.persist(now, session)) {
+            self.publish(now, Message::Session(w), &mut out);
+        }
+        out
+    }
+
+    /// The socket of `pid` closed without persisting (not recoverable).
+    pub fn session_closed(&mut self, now: u64, pid: &str) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let Some(epoch) = self.recovery.as_mut().and_then(|r| r.closed(pid)) {
+            let msg = Message::SessionDrop {
+                pid: pid.to_string(),
+                epoch,
+            };
+            self.publish(now, msg, &mut out);
+        }
+        out
+    }
+
+    /// socket.io's `restoreSession(pid, offset)`. A restored session is
+    /// claimed by this node (published); a stale socket of the same pid on
+    /// this node comes out as a local disconnect, to carry out first.
+    pub fn session_restore(
+        &mut self,
+        now: u64,
+        pid: &str,
+        offset: &str,
+    ) -> (RestoreOutcome, Vec<Effect>) {
+        let mut out = Vec::new();
+        let Some(r) = &mut self.recovery else {
+            return (RestoreOutcome::NotFound, out);
+        };
+        let (outcome, claim, stale) = r.restore(now, pid, offset);
+        if let Some(sid) = stale {
+            self.close_local_socket(sid, &mut out);
+        }
+        if let Some(w) = claim {
+            self.publish(now, Message::Session(w), &mut out);
+        }
+        (outcome, out)
+    }
+
+    /// Closes one local socket (a stale copy of a session claimed elsewhere).
+    fn close_local_socket(&mut self, sid: String, out: &mut Vec<Effect>) {
+        let opts = Opts {
+            sid: Some(sid),
+            flags: crate::types::Flags {
+                local: true,
+                ..Default::default()
+            },
+            ..Opts::default()
+        };
+        self.local_disconnect(opts, true, out);
     }
 
     // ---- room index ----

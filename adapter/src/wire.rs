@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::recovery::WireSession;
 use crate::types::{Ack, FrameError, NodeId, Opts, RequestId, SocketInfo};
 
 /// Envelope version this build writes and reads.
@@ -121,6 +122,26 @@ pub enum Message {
         /// Rooms of the sender's matched sockets.
         rooms: Vec<String>,
     },
+    /// Extension (recovery): a broadcast socket.io stamps with an offset;
+    /// every node logs it (see [`crate::recovery`]).
+    StampedBroadcast {
+        /// Targets.
+        opts: Opts,
+        /// Encoded packet, without offset.
+        #[serde(with = "serde_bytes")]
+        packet: Vec<u8>,
+        /// The sender's sequence number of its stamped broadcasts (from 1).
+        seq: u64,
+    },
+    /// Extension (recovery): a session, live or disconnected.
+    Session(WireSession),
+    /// Extension (recovery): a session closed for good.
+    SessionDrop {
+        /// Private session id.
+        pid: String,
+        /// Epoch of the dropped session.
+        epoch: u64,
+    },
 }
 
 /// The ack part of a BROADCAST.
@@ -133,7 +154,7 @@ pub struct AckRequest {
 }
 
 impl Message {
-    /// Upstream `MessageType` number (14/15 for the extensions).
+    /// Upstream `MessageType` number (14 to 18 for the extensions).
     pub fn type_number(&self) -> u8 {
         match self {
             Message::InitialHeartbeat => 1,
@@ -151,6 +172,9 @@ impl Message {
             Message::AdapterClose => 13,
             Message::FetchRooms { .. } => 14,
             Message::FetchRoomsResponse { .. } => 15,
+            Message::StampedBroadcast { .. } => 16,
+            Message::Session(_) => 17,
+            Message::SessionDrop { .. } => 18,
         }
     }
 }

@@ -6,6 +6,11 @@
 // stderr once it serves. Run it under the primary:
 //
 //   sio-cluster-host run --workers 2 --port 3000 -- node demo/worker.mjs
+//
+// `SIO_DEMO_RECOVERY_MS=<ms>` turns socket.io's connection state recovery on
+// (`maxDisconnectionDuration` = ms) across the workers, with two more events:
+// `set_data(value, ack)` sets `socket.data`, `state(ack)` answers
+// `{recovered, data, rooms}`.
 import { Server } from "socket.io";
 import { attach, createAdapter } from "../src/index.js";
 
@@ -26,10 +31,16 @@ try {
 }
 const worker = cluster.worker;
 
+const recoveryMs = process.env.SIO_DEMO_RECOVERY_MS ? Number(process.env.SIO_DEMO_RECOVERY_MS) : null;
+if (recoveryMs !== null && !(Number.isSafeInteger(recoveryMs) && recoveryMs > 0)) {
+  fail(2, `SIO_DEMO_RECOVERY_MS must be a positive integer (ms), not ${process.env.SIO_DEMO_RECOVERY_MS}`);
+}
+
 const io = new Server({
   adapter: createAdapter(cluster),
   // As socketioxide's demo: keep a generous buffer; socket.io has no per-client cap.
   maxHttpBufferSize: 1e6,
+  ...(recoveryMs ? { connectionStateRecovery: { maxDisconnectionDuration: recoveryMs, skipMiddlewares: true } } : {}),
 });
 
 /** Sorts numbers numerically, then everything else by its JSON text (as `sort_values`). */
@@ -139,6 +150,16 @@ function onConnect(socket) {
     if (!isFn(ack)) return;
     ack(await nsp.adapter.serverCount());
   });
+  if (recoveryMs) {
+    socket.on("set_data", (value, ack) => {
+      socket.data = value;
+      if (isFn(ack)) ack(true);
+    });
+    socket.on("state", (ack) => {
+      if (!isFn(ack)) return;
+      ack({ recovered: socket.recovered, data: socket.data ?? null, rooms: [...socket.rooms].sort() });
+    });
+  }
 }
 
 for (const name of NAMESPACES) {
@@ -157,7 +178,7 @@ try {
 } catch (e) {
   fail(4, `cannot listen: ${e.message}`);
 }
-process.stderr.write(`demo worker serving worker=${worker} pid=${process.pid} runtime=node\n`);
+process.stderr.write(`demo worker serving worker=${worker} pid=${process.pid} runtime=node${recoveryMs ? ` recovery_ms=${recoveryMs}` : ""}\n`);
 
 for (const sig of ["SIGTERM", "SIGINT"]) {
   process.once(sig, () => {

@@ -24,6 +24,21 @@ export const RESTARTED_ERROR = "adapter instance restarted after a trap";
 /** Error of requests pending when the adapter closes. */
 export const CLOSED_ERROR = "adapter closed";
 
+/**
+ * Bounds of connection state recovery (the component's `recovery-config`);
+ * `maxDisconnectionDuration` comes from socket.io's own option. Override
+ * with `createAdapter({ recovery: { maxLogEntries, ... } })`.
+ */
+export const RECOVERY_DEFAULTS = {
+  maxLogEntries: 10_000,
+  maxLogBytes: 16 * 1024 * 1024,
+  maxSessions: 100_000,
+  maxSessionBytes: 64 * 1024,
+};
+/** How long `restoreSession` waits for this node to log what the client already saw. */
+export const RESTORE_WAIT_MS = 1000;
+const RESTORE_RETRY_MS = 20;
+
 const canPreComputeFrame = typeof WebSocket?.Sender?.frame === "function";
 
 /**
@@ -135,13 +150,24 @@ export class ClusterAdapter extends Adapter {
     this.timer = null;
     this.timerAt = Infinity;
     this.counters = cluster.counters;
+    const csr = nsp.server?.opts?.connectionStateRecovery;
+    /** The component's `recovery-config` when socket.io's `connectionStateRecovery` is on. */
+    this.recovery = csr
+      ? {
+          maxDisconnectionMs: Math.max(0, Math.min(Math.trunc(csr.maxDisconnectionDuration ?? 120_000), 0xffffffff)),
+          ...RECOVERY_DEFAULTS,
+          ...(options.recovery ?? {}),
+        }
+      : null;
     this.node = this.#newNode();
   }
 
   #newNode() {
     const api = instantiateAdapter(this.instantiateCore);
     this.memoryBytes = api.memoryBytes;
-    return new api.Node(this.config);
+    const node = new api.Node(this.config);
+    if (this.recovery) node.enableRecovery(this.recovery);
+    return node;
   }
 
   // ---- calls into the component ----
@@ -701,7 +727,134 @@ export class ClusterAdapter extends Adapter {
     const parts = this.encoder.encode(packet);
     const bytes = layout(parts);
     const effects = this.#operation("broadcast", () => this.#call((n, now) => n.broadcast(now, toComponentOpts(opts), bytes)));
-    if (effects) this.#carry(effects, { packet, parts, opts });
+    // With recovery on, the component may stamp the packet (an offset as its
+    // last argument): the local part then writes the component's bytes, the
+    // same bytes as every other node's.
+    if (effects) this.#carry(effects, this.recovery ? { opts, stamped: true } : { packet, parts, opts });
+  }
+
+  // ---- connection state recovery (socket.io's SessionAwareAdapter API) ----
+
+  /** The session of a connected local socket, for the component. */
+  #session(socket) {
+    return {
+      sid: socket.id,
+      pid: socket.pid,
+      rooms: arr(this.sids.get(socket.id)),
+      data: jsonBytes(socket.data),
+    };
+  }
+
+  /**
+   * Replicates a live socket's session (connect, room changes, assignments
+   * to `socket.data`): it survives this worker's death. In-place changes of
+   * `socket.data` travel with the next room change or the disconnect.
+   */
+  #sessionChanged(id) {
+    if (!this.recovery || this.closed || this.broken) return;
+    const s = this.nsp.sockets.get(id);
+    if (!s || !s.connected || typeof s.pid !== "string") return;
+    if (!Object.hasOwn(s, "__sioClusterData")) this.#watchData(s);
+    const session = this.#session(s);
+    const effects = this.#operation("session update", () => this.#call((n, now) => n.sessionUpdate(now, session)));
+    if (effects) this.#carry(effects);
+  }
+
+  /** `socket.data = v` replicates the session (an accessor over the plain property). */
+  #watchData(s) {
+    let value = s.data;
+    Object.defineProperty(s, "__sioClusterData", { value: true, enumerable: false });
+    Object.defineProperty(s, "data", {
+      configurable: true,
+      enumerable: true,
+      get: () => value,
+      set: (v) => {
+        value = v;
+        this.#sessionChanged(s.id);
+      },
+    });
+  }
+
+  addAll(id, rooms) {
+    super.addAll(id, rooms);
+    this.#sessionChanged(id);
+  }
+
+  del(id, room) {
+    super.del(id, room);
+    this.#sessionChanged(id);
+  }
+
+  delAll(id) {
+    // socket.io calls this from `_cleanup`, after `persistSession` when the
+    // reason is recoverable: the component keeps a persisted session.
+    const s = this.recovery ? this.nsp.sockets.get(id) : undefined;
+    super.delAll(id);
+    if (s && typeof s.pid === "string" && !this.closed && !this.broken) {
+      const effects = this.#operation("session close", () => this.#call((n, now) => n.sessionClosed(now, s.pid)));
+      if (effects) this.#carry(effects);
+    }
+  }
+
+  /** socket.io's hook on a recoverable disconnect. */
+  persistSession(session) {
+    if (!this.recovery) return;
+    const s = {
+      sid: String(session.sid),
+      pid: String(session.pid),
+      rooms: arr(session.rooms),
+      data: jsonBytes(session.data),
+    };
+    const effects = this.#operation("persistSession", () => this.#call((n, now) => n.sessionPersist(now, s)));
+    if (effects) this.#carry(effects);
+  }
+
+  /**
+   * socket.io's hook on a CONNECT with `pid` and `offset`: the session (from
+   * any node of the cluster) with the packets the client missed, or `null`.
+   * Never rejects.
+   */
+  async restoreSession(pid, offset) {
+    if (!this.recovery || typeof pid !== "string" || typeof offset !== "string") return null;
+    const until = performance.now() + RESTORE_WAIT_MS;
+    for (;;) {
+      if (this.closed || this.broken) return null;
+      let r;
+      try {
+        r = this.#call((n, now) => n.sessionRestore(now, pid, offset));
+      } catch (e) {
+        this.counters.operationErrors++;
+        this.cluster.log(`restoreSession on ${this.nsp.name} failed: ${e.message}`);
+        return null;
+      }
+      const [result, effects] = r;
+      // A stale socket of this pid on this node closes before the new one exists.
+      this.#carry(effects);
+      if (result.tag === "restored") return this.#restored(result.val);
+      if (result.tag !== "behind" || performance.now() >= until) return null;
+      await new Promise((resolve) => setTimeout(resolve, RESTORE_RETRY_MS));
+    }
+  }
+
+  #restored([session, missed]) {
+    let data = {};
+    try {
+      data = parseJsonBytes(session.data) ?? {};
+    } catch {
+      this.counters.badRemoteData++;
+    }
+    const missedPackets = [];
+    for (const bytes of missed) {
+      const p = this.#remotePacket(bytes);
+      if (p && Array.isArray(p.packet.data)) missedPackets.push(p.packet.data);
+    }
+    return { sid: session.sid, pid: session.pid, rooms: session.rooms, data, missedPackets };
+  }
+
+  /** Recovery counters of the component (`null` while recovery is off). */
+  recoveryStats() {
+    if (!this.recovery || this.closed || this.broken) return null;
+    return this.#call((n) => n.recoveryStats()) ?? null;
   }
 
   broadcastWithAck(packet, opts, clientCountCallback, ack) {

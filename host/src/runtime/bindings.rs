@@ -175,3 +175,53 @@ pub(crate) fn effect_in(e: wit::Effect) -> core::Effect {
 pub(crate) fn effects_in(v: Vec<wit::Effect>) -> Vec<core::Effect> {
     v.into_iter().map(effect_in).collect()
 }
+
+pub(crate) fn recovery_config_out(c: core::recovery::RecoveryConfig) -> wit::RecoveryConfig {
+    wit::RecoveryConfig {
+        max_disconnection_ms: c.max_disconnection_ms,
+        max_log_entries: c.max_log_entries,
+        max_log_bytes: c.max_log_bytes,
+        max_sessions: c.max_sessions,
+        max_session_bytes: c.max_session_bytes,
+    }
+}
+
+pub(crate) fn recovery_stats_in(s: wit::RecoveryStats) -> core::recovery::RecoveryStats {
+    core::recovery::RecoveryStats {
+        log_entries: s.log_entries,
+        log_bytes: s.log_bytes,
+        sessions: s.sessions,
+        restored: s.restored,
+        not_found: s.not_found,
+        bad_offsets: s.bad_offsets,
+        evicted: s.evicted,
+        sessions_refused: s.sessions_refused,
+        bad_entries: s.bad_entries,
+    }
+}
+
+pub(crate) fn session_out(s: core::recovery::Session) -> wit::Session {
+    wit::Session {
+        sid: s.sid,
+        pid: s.pid,
+        rooms: s.rooms,
+        data: s.data,
+    }
+}
+
+pub(crate) fn restore_in(r: wit::RestoreResult) -> core::recovery::RestoreOutcome {
+    use core::recovery::{RestoreOutcome, Session};
+    match r {
+        wit::RestoreResult::Restored((s, missed)) => RestoreOutcome::Restored(
+            Session {
+                sid: s.sid,
+                pid: s.pid,
+                rooms: s.rooms,
+                data: s.data,
+            },
+            missed,
+        ),
+        wit::RestoreResult::NotFound => RestoreOutcome::NotFound,
+        wit::RestoreResult::Behind => RestoreOutcome::Behind,
+    }
+}

@@ -4,6 +4,7 @@
 //! Hosts and tests are written once against this trait; the parity tests run
 //! every scenario on both and compare the effects.
 
+use sio_cluster_adapter::recovery::{RecoveryConfig, RecoveryStats, RestoreOutcome, Session};
 use sio_cluster_adapter::{Ack, Effect, FrameError, Node, Opts, SocketInfo, Stats};
 
 /// A failed call into an adapter instance.
@@ -115,6 +116,17 @@ pub trait AdapterNode {
     ) -> Result<(), NodeError>;
     fn socket_rooms(&mut self, sid: &str) -> Result<Option<Vec<String>>, NodeError>;
     fn sockets(&mut self, opts: Opts) -> Result<Vec<String>, NodeError>;
+    fn enable_recovery(&mut self, cfg: RecoveryConfig) -> Result<(), NodeError>;
+    fn recovery_stats(&mut self) -> Result<Option<RecoveryStats>, NodeError>;
+    fn session_update(&mut self, now: u64, session: Session) -> Result<Vec<Effect>, NodeError>;
+    fn session_persist(&mut self, now: u64, session: Session) -> Result<Vec<Effect>, NodeError>;
+    fn session_closed(&mut self, now: u64, pid: &str) -> Result<Vec<Effect>, NodeError>;
+    fn session_restore(
+        &mut self,
+        now: u64,
+        pid: &str,
+        offset: &str,
+    ) -> Result<(RestoreOutcome, Vec<Effect>), NodeError>;
 }
 
 /// The native build never traps: every call is `Ok`.
@@ -268,5 +280,29 @@ impl AdapterNode for Node {
     }
     fn sockets(&mut self, opts: Opts) -> Result<Vec<String>, NodeError> {
         Ok(Node::sockets(self, &opts))
+    }
+    fn enable_recovery(&mut self, cfg: RecoveryConfig) -> Result<(), NodeError> {
+        Node::enable_recovery(self, cfg);
+        Ok(())
+    }
+    fn recovery_stats(&mut self) -> Result<Option<RecoveryStats>, NodeError> {
+        Ok(Node::recovery_stats(self))
+    }
+    fn session_update(&mut self, now: u64, session: Session) -> Result<Vec<Effect>, NodeError> {
+        Ok(Node::session_update(self, now, session))
+    }
+    fn session_persist(&mut self, now: u64, session: Session) -> Result<Vec<Effect>, NodeError> {
+        Ok(Node::session_persist(self, now, session))
+    }
+    fn session_closed(&mut self, now: u64, pid: &str) -> Result<Vec<Effect>, NodeError> {
+        Ok(Node::session_closed(self, now, pid))
+    }
+    fn session_restore(
+        &mut self,
+        now: u64,
+        pid: &str,
+        offset: &str,
+    ) -> Result<(RestoreOutcome, Vec<Effect>), NodeError> {
+        Ok(Node::session_restore(self, now, pid, offset))
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use sio_cluster_adapter::recovery::{RecoveryConfig, RecoveryStats, RestoreOutcome, Session};
 use sio_cluster_adapter::rooms::RoomIndex;
 use sio_cluster_adapter::{
     Ack, Completion, Config, Effect, FrameError, Opts, RequestValue, RoomOwner, SocketInfo, Stats,
@@ -63,6 +64,9 @@ pub struct WasmNode {
     last_now: u64,
     pending: BTreeMap<u64, Kind>,
     mirror: Option<RoomIndex>,
+    /// Recovery settings, applied again to a replaced instance (its log and
+    /// sessions are lost; other nodes still hold theirs).
+    recovery: Option<RecoveryConfig>,
 }
 
 impl WasmNode {
@@ -82,6 +86,7 @@ impl WasmNode {
             last_now: 0,
             pending: BTreeMap::new(),
             mirror,
+            recovery: None,
         })
     }
 
@@ -247,6 +252,16 @@ impl WasmNode {
             guest
                 .call_set_socket_info(&mut self.store, self.node, &s.id, &s.handshake, &s.data)
                 .map_err(|e| anyhow::anyhow!("replaying the room index failed: {e:?}"))?;
+        }
+        if let Some(cfg) = self.recovery {
+            self.store.set_epoch_deadline(self.limits.cpu_ticks);
+            guest
+                .call_enable_recovery(
+                    &mut self.store,
+                    self.node,
+                    bindings::recovery_config_out(cfg),
+                )
+                .map_err(|e| anyhow::anyhow!("enabling recovery again failed: {e:?}"))?;
         }
         if self.announced {
             self.store.set_epoch_deadline(self.limits.cpu_ticks);
@@ -539,5 +554,45 @@ impl AdapterNode for WasmNode {
     fn sockets(&mut self, opts: Opts) -> Result<Vec<String>, NodeError> {
         let opts = bindings::opts_out(opts);
         self.call(|g, s, n| g.call_sockets(s, n, &opts))
+    }
+
+    fn enable_recovery(&mut self, cfg: RecoveryConfig) -> Result<(), NodeError> {
+        let c = bindings::recovery_config_out(cfg);
+        self.call(|g, s, n| g.call_enable_recovery(s, n, c))?;
+        self.recovery = Some(cfg);
+        Ok(())
+    }
+
+    fn recovery_stats(&mut self) -> Result<Option<RecoveryStats>, NodeError> {
+        Ok(self
+            .call(|g, s, n| g.call_recovery_stats(s, n))?
+            .map(bindings::recovery_stats_in))
+    }
+
+    fn session_update(&mut self, now: u64, session: Session) -> Result<Vec<Effect>, NodeError> {
+        let session = bindings::session_out(session);
+        self.effects(now, |g, s, n| g.call_session_update(s, n, now, &session))
+    }
+
+    fn session_persist(&mut self, now: u64, session: Session) -> Result<Vec<Effect>, NodeError> {
+        let session = bindings::session_out(session);
+        self.effects(now, |g, s, n| g.call_session_persist(s, n, now, &session))
+    }
+
+    fn session_closed(&mut self, now: u64, pid: &str) -> Result<Vec<Effect>, NodeError> {
+        self.effects(now, |g, s, n| g.call_session_closed(s, n, now, pid))
+    }
+
+    fn session_restore(
+        &mut self,
+        now: u64,
+        pid: &str,
+        offset: &str,
+    ) -> Result<(RestoreOutcome, Vec<Effect>), NodeError> {
+        self.last_now = now;
+        let (r, out) = self.call(|g, s, n| g.call_session_restore(s, n, now, pid, offset))?;
+        let out = bindings::effects_in(out);
+        self.track(&out);
+        Ok((bindings::restore_in(r), out))
     }
 }
