@@ -57,9 +57,32 @@ function uncorkClients() {
   }
 }
 const CORKED = Symbol("sio-cluster corked");
+/**
+ * engine.io flushes the packets it buffered while a write was in flight with
+ * one `send(packets)`, i.e. one WebSocket frame and one `writev` each: the
+ * transport's `send` is wrapped once to cork the TCP socket around the whole
+ * batch (one `writev` for all of them).
+ */
+const WRAPPED = Symbol("sio-cluster send wrapped");
+function wrapSend(transport, raw) {
+  if (transport[WRAPPED] || typeof transport.send !== "function") return;
+  transport[WRAPPED] = true;
+  const send = transport.send;
+  transport.send = function (packets) {
+    if (packets.length < 2 || raw.destroyed) return send.call(this, packets);
+    raw.cork();
+    try {
+      return send.call(this, packets);
+    } finally {
+      raw.uncork();
+    }
+  };
+}
 function corkClient(s) {
-  const raw = s.conn?.transport?.socket?._socket;
+  const transport = s.conn?.transport;
+  const raw = transport?.socket?._socket;
   if (!raw || raw[CORKED] || typeof raw.cork !== "function" || raw.destroyed) return;
+  wrapSend(transport, raw);
   raw[CORKED] = true;
   raw.cork();
   if (corkedClients.push(raw) === 1) setImmediate(uncorkClients);
