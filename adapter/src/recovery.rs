@@ -281,12 +281,12 @@ impl Recovery {
         packet: Vec<u8>,
     ) -> Vec<u8> {
         let ok = match self.heads.get_mut(&origin) {
-            Some(h) if seq == h.last + 1 => {
+            Some(h) if seq == h.last.saturating_add(1) => {
                 h.last = seq;
                 h.last_at = now;
                 true
             }
-            Some(h) if seq > h.last + 1 => {
+            Some(h) if seq > h.last.saturating_add(1) => {
                 // A gap: what came before is incomplete here.
                 self.stats.bad_entries += 1;
                 *h = Head {
@@ -348,7 +348,7 @@ impl Recovery {
         if let Some(e) = self.log.pop_front() {
             self.log_bytes -= e.cost;
             if let Some(h) = self.heads.get_mut(&e.origin) {
-                h.from = h.from.max(e.seq + 1);
+                h.from = h.from.max(e.seq.saturating_add(1));
             }
         }
     }
@@ -577,7 +577,7 @@ impl Recovery {
         for (origin, &v) in &client {
             match self.heads.get(origin) {
                 Some(h) if v > h.last => return (RestoreOutcome::Behind, None, None),
-                Some(h) if v < h.last && v + 1 < h.from => return not_found(self),
+                Some(h) if v < h.last && v.saturating_add(1) < h.from => return not_found(self),
                 Some(_) => {}
                 None if v == 0 => {}
                 None => return (RestoreOutcome::Behind, None, None),
@@ -602,7 +602,7 @@ impl Recovery {
         let session = stored.wire.session.clone();
         let self_stale = (stored.wire.owner == self.uid && !stored.wire.disconnected)
             .then(|| session.sid.clone());
-        let epoch = stored.wire.epoch + 1;
+        let epoch = stored.wire.epoch.saturating_add(1);
         // The missed entries, each stamped with the client's vector merged
         // with this node's log up to it; the last one with the whole log.
         let mut running = client.clone();
@@ -951,6 +951,36 @@ mod tests {
         r.sweep(1000 + u64::from(DEFAULT_MAX_DISCONNECTION_MS) + 1);
         assert_eq!(r.stats().log_entries, 0);
         assert_eq!(r.stats().sessions, 0);
+    }
+
+    /// Numbers from other nodes and clients at their extremes never panic.
+    #[test]
+    fn extreme_numbers_from_outside() {
+        let mut r = Recovery::new(1, RecoveryConfig::default());
+        let mut all = Opts::all();
+        all.flags.broadcast = true;
+        r.log(0, 2, u64::MAX, &all, pkt(r#"2["x"]"#));
+        r.log(0, 2, u64::MAX, &all, pkt(r#"2["x"]"#));
+        r.log(0, 2, 1, &all, pkt(r#"2["x"]"#));
+        let s = session("s", &["s"]);
+        let w = WireSession {
+            session: s.clone(),
+            owner: 2,
+            epoch: u64::MAX,
+            disconnected: true,
+        };
+        r.remote_session(0, w);
+        let max = format!("0000000000000002-{}", u64::MAX);
+        assert!(matches!(
+            r.restore(1, &s.pid, &max).0,
+            RestoreOutcome::Restored(..)
+        ));
+        r.restore(1, &s.pid, "0000000000000002-0");
+        r.restore(1, &s.pid, &"0000000000000002-1.".repeat(1000));
+        for _ in 0..20_000 {
+            r.log(2, 2, 5, &all, pkt(r#"2["x"]"#));
+        }
+        assert!(r.stats().log_entries <= DEFAULT_MAX_LOG_ENTRIES);
     }
 
     #[test]
