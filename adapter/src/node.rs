@@ -49,6 +49,8 @@ pub struct Node {
     closed: bool,
     stats: Stats,
     recovery: Option<Recovery>,
+    /// When [`Node::init`] announced this node.
+    started_at: Option<u64>,
 }
 
 impl Node {
@@ -65,6 +67,7 @@ impl Node {
             closed: false,
             stats: Stats::default(),
             recovery: None,
+            started_at: None,
         }
     }
 
@@ -84,6 +87,10 @@ impl Node {
     pub fn init(&mut self, now: u64) -> Vec<Effect> {
         let mut out = Vec::new();
         self.closed = false;
+        self.started_at = Some(now);
+        if let Some(r) = &mut self.recovery {
+            r.started(now);
+        }
         self.publish(now, Message::InitialHeartbeat, &mut out);
         out
     }
@@ -282,6 +289,16 @@ impl Node {
                 let sessions = self.recovery.as_ref().map(Recovery::all_sessions);
                 for w in sessions.into_iter().flatten() {
                     self.send(from, Message::Session(w), out);
+                }
+                self.send_history(now, from, out);
+            }
+            Message::LogHistory {
+                entries,
+                sessions,
+                last,
+            } => {
+                if let Some(r) = &mut self.recovery {
+                    r.absorb_history(now, entries, sessions, last);
                 }
             }
             Message::StampedBroadcast { opts, packet, seq } => {
@@ -995,7 +1012,11 @@ impl Node {
         match &mut self.recovery {
             Some(r) if r.config() == cfg => {}
             _ => {
-                self.recovery = Some(Recovery::new(self.cfg.uid, cfg));
+                let mut r = Recovery::new(self.cfg.uid, cfg);
+                if let Some(t) = self.started_at {
+                    r.started(t);
+                }
+                self.recovery = Some(r);
             }
         }
     }
@@ -1058,6 +1079,33 @@ impl Node {
             self.publish(now, Message::Session(w), &mut out);
         }
         (outcome, out)
+    }
+
+    /// Sends the log's history to `joiner` if this node is the live node
+    /// with the smallest uid (the joiner aside); see [`crate::recovery`].
+    fn send_history(&mut self, now: u64, joiner: NodeId, out: &mut Vec<Effect>) {
+        let Some(r) = &self.recovery else {
+            return;
+        };
+        let me = self.cfg.uid;
+        if self.live.nodes().any(|u| u != joiner && u < me) {
+            return;
+        }
+        // Room for the envelope around the largest entry.
+        let max_frame = self.cfg.max_frame_bytes as usize;
+        let max_entry = max_frame.saturating_sub(4096);
+        let chunk = recovery::HISTORY_CHUNK_BYTES.min(max_frame / 2);
+        let parts = r.history(now, chunk, max_entry);
+        let mut ages = r.session_ages(now);
+        let n = parts.len();
+        for (i, entries) in parts.into_iter().enumerate() {
+            let msg = Message::LogHistory {
+                entries,
+                sessions: std::mem::take(&mut ages),
+                last: i + 1 == n,
+            };
+            self.send(joiner, msg, out);
+        }
     }
 
     /// Closes one local socket (a stale copy of a session claimed elsewhere).

@@ -64,7 +64,14 @@
 //!   restored (socket.io-client sends none; upstream socket.io#5538); any
 //!   un-stamped event whose last argument is a string overwrites the
 //!   client's offset (then the restore fails safely).
-//! - A node started after a session was last replicated does not know it.
+//! - A node that starts learns the sessions from every node, and the log
+//!   from one: the live node with the smallest uid sends its history
+//!   ([`Recovery::history`], message `LogHistory`) after its sessions. For
+//!   [`CATCH_UP_MS`] (or until the last part arrives) a restore there that
+//!   needs history it lacks is `Behind` (the host retries), not `NotFound`.
+//!   When two nodes disagree about which is smallest, both send and the
+//!   duplicates are skipped; when the sender dies before it is done, the
+//!   restores that need the missing part fail safely (fresh session).
 //! - An origin absent from the client's offset (its node had logged none of
 //!   it) is replayed from the entries logged since the restoring node
 //!   learned the session, if none of those was evicted. An offset naming an
@@ -91,6 +98,12 @@ pub const DEFAULT_MAX_SESSIONS: u32 = 100_000;
 pub const DEFAULT_MAX_SESSION_BYTES: u32 = 64 * 1024;
 /// Bytes counted per log entry beyond its packet and room names.
 pub const ENTRY_OVERHEAD: usize = 96;
+/// How long a node that just started answers [`RestoreOutcome::Behind`]
+/// instead of [`RestoreOutcome::NotFound`] for history it may still receive
+/// (ended early by the last part of a history).
+pub const CATCH_UP_MS: u64 = 2_000;
+/// Target size of one history message (entries' counted bytes).
+pub const HISTORY_CHUNK_BYTES: usize = 256 * 1024;
 /// Longest offset string accepted from a client.
 pub const MAX_OFFSET_LEN: usize = 8 * 1024;
 
@@ -146,6 +159,35 @@ pub struct WireSession {
     pub epoch: u64,
     /// Whether the socket is disconnected (persisted).
     pub disconnected: bool,
+}
+
+/// One log entry as sent to a node that just started ([`Recovery::history`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Node that published the broadcast.
+    pub origin: NodeId,
+    /// Its sequence number at the origin.
+    pub seq: u64,
+    /// How long ago the sender logged it, in milliseconds.
+    pub age_ms: u64,
+    /// Targets.
+    pub opts: Opts,
+    /// Encoded packet, without offset.
+    #[serde(with = "serde_bytes")]
+    pub packet: Vec<u8>,
+}
+
+/// How old a session is at the sender of a history, so that the node that
+/// starts neither replays entries older than the session nor keeps a
+/// disconnected session past its expiry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAge {
+    /// Private session id.
+    pub pid: String,
+    /// Milliseconds since the sender learned the session.
+    pub created_ms_ago: u64,
+    /// Milliseconds since it was disconnected, if it is.
+    pub disconnected_ms_ago: Option<u64>,
 }
 
 /// What a restore found.
@@ -227,6 +269,21 @@ pub struct Recovery {
     heads: BTreeMap<NodeId, Head>,
     sessions: BTreeMap<String, Stored>,
     stats: RecoveryStats,
+    catch_up: CatchUp,
+}
+
+/// Receiving the history of the log from another node, after this one started.
+#[derive(Debug, Default)]
+struct CatchUp {
+    /// Waiting for (more of) a history until this time; `None` once done or
+    /// before the node started.
+    until: Option<u64>,
+    /// Whether the node started (the window is opened once).
+    started: bool,
+    /// Where the next history entry goes in the log (before live entries).
+    at: usize,
+    /// Per origin, the contiguous run of history entries received so far.
+    runs: BTreeMap<NodeId, (u64, u64)>,
 }
 
 impl Recovery {
@@ -241,6 +298,7 @@ impl Recovery {
             heads: BTreeMap::new(),
             sessions: BTreeMap::new(),
             stats: RecoveryStats::default(),
+            catch_up: CatchUp::default(),
         }
     }
 
@@ -315,11 +373,7 @@ impl Recovery {
             let offset = self.offset_now();
             return stamp(&packet, &offset).unwrap_or(packet);
         }
-        let cost = ENTRY_OVERHEAD
-            + packet.len()
-            + opts.rooms.iter().map(String::len).sum::<usize>()
-            + opts.except.iter().map(String::len).sum::<usize>()
-            + opts.sid.as_ref().map_or(0, String::len);
+        let cost = entry_cost(opts, &packet);
         let offset = self.offset_now();
         let stamped = stamp(&packet, &offset).unwrap_or_else(|| packet.clone());
         self.log.push_back(Entry {
@@ -346,6 +400,7 @@ impl Recovery {
 
     fn evict_front(&mut self) {
         if let Some(e) = self.log.pop_front() {
+            self.catch_up.at = self.catch_up.at.saturating_sub(1);
             self.log_bytes -= e.cost;
             if let Some(h) = self.heads.get_mut(&e.origin) {
                 h.from = h.from.max(e.seq.saturating_add(1));
@@ -360,6 +415,9 @@ impl Recovery {
 
     /// Drops expired entries, sessions and forgotten origins.
     pub fn sweep(&mut self, now: u64) {
+        if self.catch_up.until.is_some_and(|t| t <= now) {
+            self.end_catch_up();
+        }
         let age = self.max_age();
         while self
             .log
@@ -392,7 +450,190 @@ impl Recovery {
             .filter(|h| h.from > h.last)
             .map(|h| h.last_at.saturating_add(2 * age))
             .min();
-        [log, sessions, heads].into_iter().flatten().min()
+        [log, sessions, heads, self.catch_up.until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- history for a node that starts ----
+
+    /// This node started at `now` (announced itself): for [`CATCH_UP_MS`]
+    /// it may receive the log's history from another node. Opened once.
+    pub fn started(&mut self, now: u64) {
+        if !self.catch_up.started {
+            self.catch_up.started = true;
+            self.catch_up.until = Some(now.saturating_add(CATCH_UP_MS));
+        }
+    }
+
+    fn catching_up(&self, now: u64) -> bool {
+        self.catch_up.until.is_some_and(|t| now < t)
+    }
+
+    fn end_catch_up(&mut self) {
+        self.catch_up.until = None;
+        self.catch_up.runs.clear();
+        self.catch_up.at = 0;
+    }
+
+    /// The log as history for a node that just started, in log order, cut
+    /// into parts of about `chunk_bytes` (at least one entry each). Only
+    /// each origin's complete run (from its head's `from`) is sent; an entry
+    /// larger than `max_entry_bytes` is left out (the receiver sees a gap).
+    pub fn history(
+        &self,
+        now: u64,
+        chunk_bytes: usize,
+        max_entry_bytes: usize,
+    ) -> Vec<Vec<HistoryEntry>> {
+        let mut parts = Vec::new();
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for e in &self.log {
+            let complete = self.heads.get(&e.origin).is_some_and(|h| e.seq >= h.from);
+            if !complete || e.cost > max_entry_bytes {
+                continue;
+            }
+            if bytes + e.cost > chunk_bytes && !part.is_empty() {
+                parts.push(std::mem::take(&mut part));
+                bytes = 0;
+            }
+            bytes += e.cost;
+            part.push(HistoryEntry {
+                origin: e.origin,
+                seq: e.seq,
+                age_ms: now.saturating_sub(e.at),
+                opts: e.opts.clone(),
+                packet: e.packet.clone(),
+            });
+        }
+        if !part.is_empty() || parts.is_empty() {
+            parts.push(part);
+        }
+        parts
+    }
+
+    /// The ages of the sessions this node knows, sent with a history.
+    pub fn session_ages(&self, now: u64) -> Vec<SessionAge> {
+        self.sessions
+            .iter()
+            .map(|(pid, s)| SessionAge {
+                pid: pid.clone(),
+                created_ms_ago: now.saturating_sub(s.created_at),
+                disconnected_ms_ago: s.disconnected_at.map(|t| now.saturating_sub(t)),
+            })
+            .collect()
+    }
+
+    /// A part of another node's history. Entries this node logged already
+    /// are skipped; the others go before the live entries, each origin's
+    /// order kept, and an origin's `from` moves back once its run reaches
+    /// the first entry this node logged live. Ignored outside the catch-up
+    /// window. `last` ends the window.
+    pub fn absorb_history(
+        &mut self,
+        now: u64,
+        entries: Vec<HistoryEntry>,
+        ages: Vec<SessionAge>,
+        last: bool,
+    ) {
+        if !self.catching_up(now) {
+            return;
+        }
+        for a in ages {
+            if let Some(s) = self.sessions.get_mut(&a.pid) {
+                s.created_at = s.created_at.min(now.saturating_sub(a.created_ms_ago));
+                if let (Some(t), Some(ago)) = (s.disconnected_at, a.disconnected_ms_ago) {
+                    s.disconnected_at = Some(t.min(now.saturating_sub(ago)));
+                }
+            }
+        }
+        for e in entries {
+            self.absorb_entry(now, e);
+        }
+        self.enforce_caps();
+        if last {
+            self.end_catch_up();
+        }
+    }
+
+    fn absorb_entry(&mut self, now: u64, e: HistoryEntry) {
+        let (origin, seq) = (e.origin, e.seq);
+        if seq == 0 {
+            self.stats.bad_entries += 1;
+            return;
+        }
+        let at = now.saturating_sub(e.age_ms);
+        if origin == self.uid {
+            // An instance that replaced a trapped one (same uid): its own
+            // sequence continues after what the others logged.
+            self.own_seq = self.own_seq.max(seq);
+        }
+        let run = self.catch_up.runs.get(&origin).copied();
+        match self.heads.get_mut(&origin) {
+            None => {
+                self.heads.insert(
+                    origin,
+                    Head {
+                        last: seq,
+                        from: seq,
+                        last_at: at,
+                    },
+                );
+                self.catch_up.runs.insert(origin, (seq, seq));
+            }
+            // A head made by the history alone: extend it.
+            Some(h) if run.is_some_and(|(_, l)| l == h.last) => {
+                let (first, l) = run.unwrap_or((seq, seq));
+                if seq <= l {
+                    return;
+                }
+                if seq == l + 1 {
+                    h.last = seq;
+                    h.last_at = h.last_at.max(at);
+                    self.catch_up.runs.insert(origin, (first, seq));
+                } else {
+                    *h = Head {
+                        last: seq,
+                        from: seq,
+                        last_at: at,
+                    };
+                    self.catch_up.runs.insert(origin, (seq, seq));
+                }
+            }
+            // This node logged the origin live from `h.from`: the history
+            // fills in what came before.
+            Some(h) => {
+                if seq >= h.from {
+                    return;
+                }
+                let run = match run {
+                    Some((first, l)) if seq == l + 1 => (first, seq),
+                    Some((_, l)) if seq <= l => return,
+                    _ => (seq, seq),
+                };
+                self.catch_up.runs.insert(origin, run);
+                if run.1 + 1 == h.from {
+                    h.from = run.0;
+                }
+            }
+        }
+        let cost = entry_cost(&e.opts, &e.packet);
+        let idx = self.catch_up.at.min(self.log.len());
+        self.log.insert(
+            idx,
+            Entry {
+                origin,
+                seq,
+                at,
+                opts: e.opts,
+                packet: e.packet,
+                cost,
+            },
+        );
+        self.catch_up.at = idx + 1;
+        self.log_bytes += cost;
     }
 
     fn session_cost(s: &Session) -> usize {
@@ -563,7 +804,11 @@ impl Recovery {
             return not_found(self);
         };
         let age = self.max_age();
+        let waiting = self.catching_up(now);
         let Some(stored) = self.sessions.get(pid) else {
+            if waiting {
+                return (RestoreOutcome::Behind, None, None);
+            }
             return not_found(self);
         };
         if stored
@@ -577,7 +822,12 @@ impl Recovery {
         for (origin, &v) in &client {
             match self.heads.get(origin) {
                 Some(h) if v > h.last => return (RestoreOutcome::Behind, None, None),
-                Some(h) if v < h.last && v.saturating_add(1) < h.from => return not_found(self),
+                Some(h) if v < h.last && v.saturating_add(1) < h.from => {
+                    if waiting {
+                        return (RestoreOutcome::Behind, None, None);
+                    }
+                    return not_found(self);
+                }
                 Some(_) => {}
                 None if v == 0 => {}
                 None => return (RestoreOutcome::Behind, None, None),
@@ -596,6 +846,9 @@ impl Recovery {
                 .find(|e| e.origin == *origin)
                 .map_or(h.last_at, |e| e.at);
             if first_at >= created_at {
+                if waiting {
+                    return (RestoreOutcome::Behind, None, None);
+                }
                 return not_found(self);
             }
         }
@@ -647,6 +900,15 @@ impl Recovery {
             self_stale,
         )
     }
+}
+
+/// Bytes counted for one log entry.
+fn entry_cost(opts: &Opts, packet: &[u8]) -> usize {
+    ENTRY_OVERHEAD
+        + packet.len()
+        + opts.rooms.iter().map(String::len).sum::<usize>()
+        + opts.except.iter().map(String::len).sum::<usize>()
+        + opts.sid.as_ref().map_or(0, String::len)
 }
 
 /// Whether a broadcast with these options reaches a socket of this session
@@ -1024,5 +1286,164 @@ mod tests {
             },
         );
         assert_eq!(r2.restore(1000, &s.pid, "").0, RestoreOutcome::NotFound);
+    }
+
+    fn texts(out: RestoreOutcome) -> Vec<String> {
+        let RestoreOutcome::Restored(_, missed) = out else {
+            panic!("{out:?}")
+        };
+        missed.iter().map(|p| text(p)).collect()
+    }
+
+    /// A (uid 0xa) logs a1..a4 and b1..b2 for a client that saw a1; the
+    /// client's node B dies; C starts after all that and restores it.
+    #[test]
+    fn a_node_that_starts_gets_the_history_and_restores() {
+        let (a, b, c) = (0xa, 0xb, 0xc);
+        let mut ra = Recovery::new(a, RecoveryConfig::default());
+        let mut rc = Recovery::new(c, RecoveryConfig::default());
+        let mut all = Opts::all();
+        all.flags.broadcast = true;
+        let s = session("s1", &["s1"]);
+        ra.remote_session(
+            0,
+            WireSession {
+                session: s.clone(),
+                owner: b,
+                epoch: 0,
+                disconnected: false,
+            },
+        );
+        ra.log(1, a, 1, &all, pkt(r#"2["a1"]"#));
+        ra.log(2, b, 1, &all, pkt(r#"2["b1"]"#));
+        ra.log(3, a, 2, &all, pkt(r#"2["a2"]"#));
+        ra.log(4, b, 2, &all, pkt(r#"2["b2"]"#));
+        ra.node_gone(5, b);
+        ra.log(6, a, 3, &all, pkt(r#"2["a3"]"#));
+        // C starts at 1000; before the history it answers Behind.
+        rc.started(1000);
+        for w in ra.all_sessions() {
+            rc.remote_session(1000, w);
+        }
+        let offset = "000000000000000a-1.000000000000000b-1";
+        assert_eq!(rc.restore(1001, &s.pid, offset).0, RestoreOutcome::Behind);
+        // A live entry reaches C before the history: kept after it.
+        rc.log(1002, a, 4, &all, pkt(r#"2["a4"]"#));
+        ra.log(1002, a, 4, &all, pkt(r#"2["a4"]"#));
+        let parts = ra.history(1001, 2 * (ENTRY_OVERHEAD + 16), usize::MAX);
+        assert!(parts.len() > 1, "cut into parts: {}", parts.len());
+        let n = parts.len();
+        let mut ages = ra.session_ages(1001);
+        for (i, part) in parts.into_iter().enumerate() {
+            rc.absorb_history(1003, part, std::mem::take(&mut ages), i + 1 == n);
+        }
+        assert_eq!(rc.stats().log_entries, 6, "a4 once");
+        assert_eq!(
+            texts(rc.restore(1004, &s.pid, offset).0),
+            [
+                r#"2["a2","000000000000000a-2.000000000000000b-1"]"#,
+                r#"2["b2","000000000000000a-2.000000000000000b-2"]"#,
+                r#"2["a3","000000000000000a-3.000000000000000b-2"]"#,
+                r#"2["a4","000000000000000a-4.000000000000000b-2"]"#,
+            ]
+        );
+        // The disconnect time came with the history: the session expires
+        // 120 s after node B went (at 5 on A, i.e. 996 ms before 1001).
+        let expiry = 5 + u64::from(DEFAULT_MAX_DISCONNECTION_MS) + (1003 - 1001);
+        rc.sweep(expiry);
+        assert_eq!(
+            rc.restore(expiry, &s.pid, offset).0,
+            RestoreOutcome::NotFound
+        );
+    }
+
+    #[test]
+    fn history_overlapping_live_entries_fills_in_without_duplicates() {
+        let (a, c) = (0xa, 0xc);
+        let mut ra = Recovery::new(a, RecoveryConfig::default());
+        let mut rc = Recovery::new(c, RecoveryConfig::default());
+        let mut all = Opts::all();
+        all.flags.broadcast = true;
+        let s = session("s1", &["s1"]);
+        for i in 1..=5 {
+            ra.log(i, a, i, &all, pkt(&format!(r#"2["a{i}"]"#)));
+        }
+        rc.started(10);
+        // C got a4 and a5 live (from = 4), then the history a1..a5.
+        rc.log(11, a, 4, &all, pkt(r#"2["a4"]"#));
+        rc.log(11, a, 5, &all, pkt(r#"2["a5"]"#));
+        let w = WireSession {
+            session: s.clone(),
+            owner: a,
+            epoch: 0,
+            disconnected: true,
+        };
+        rc.remote_session(11, w);
+        // Before the history, a client that saw a1 needs a2, a3: Behind.
+        let offset = "000000000000000a-1";
+        assert_eq!(rc.restore(12, &s.pid, offset).0, RestoreOutcome::Behind);
+        let parts = ra.history(12, usize::MAX, usize::MAX);
+        assert_eq!(parts.len(), 1);
+        rc.absorb_history(12, parts.into_iter().next().unwrap(), vec![], true);
+        let st = rc.stats();
+        assert_eq!((st.log_entries, st.bad_entries), (5, 0));
+        let got = texts(rc.restore(13, &s.pid, offset).0);
+        let payloads: Vec<&str> = got.iter().map(|t| &t[3..5]).collect();
+        assert_eq!(payloads, ["a2", "a3", "a4", "a5"]);
+        // After the window (ended by `last`), history is ignored.
+        rc.absorb_history(
+            14,
+            vec![HistoryEntry {
+                origin: 0xd,
+                seq: 1,
+                age_ms: 0,
+                opts: all.clone(),
+                packet: pkt(r#"2["d1"]"#),
+            }],
+            vec![],
+            true,
+        );
+        assert_eq!(rc.stats().log_entries, 5);
+    }
+
+    #[test]
+    fn no_history_in_time_means_a_fresh_session_and_bad_entries_are_refused() {
+        let (a, c) = (0xa, 0xc);
+        let mut rc = Recovery::new(c, RecoveryConfig::default());
+        let mut all = Opts::all();
+        all.flags.broadcast = true;
+        let s = session("s1", &["s1"]);
+        rc.started(0);
+        rc.log(1, a, 7, &all, pkt(r#"2["a7"]"#));
+        rc.remote_session(
+            1,
+            WireSession {
+                session: s.clone(),
+                owner: a,
+                epoch: 0,
+                disconnected: true,
+            },
+        );
+        let offset = "000000000000000a-2";
+        assert_eq!(rc.restore(2, &s.pid, offset).0, RestoreOutcome::Behind);
+        assert_eq!(rc.next_deadline(), Some(CATCH_UP_MS));
+        rc.sweep(CATCH_UP_MS);
+        assert_eq!(
+            rc.restore(CATCH_UP_MS, &s.pid, offset).0,
+            RestoreOutcome::NotFound
+        );
+        // Outside the window nothing is absorbed; inside, seq 0 is refused.
+        let mut rd = Recovery::new(0xd, RecoveryConfig::default());
+        rd.started(0);
+        let bad = HistoryEntry {
+            origin: a,
+            seq: 0,
+            age_ms: u64::MAX,
+            opts: all.clone(),
+            packet: pkt(r#"2["x"]"#),
+        };
+        rd.absorb_history(1, vec![bad], vec![], false);
+        let st = rd.stats();
+        assert_eq!((st.log_entries, st.bad_entries), (0, 1));
     }
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::recovery::WireSession;
+use crate::recovery::{HistoryEntry, SessionAge, WireSession};
 use crate::types::{Ack, FrameError, NodeId, Opts, RequestId, SocketInfo};
 
 /// Envelope version this build writes and reads.
@@ -142,6 +142,16 @@ pub enum Message {
         /// Epoch of the dropped session.
         epoch: u64,
     },
+    /// Extension (recovery): part of the log for a node that just started,
+    /// sent to it alone by the live node with the smallest uid.
+    LogHistory {
+        /// Entries, in the sender's log order.
+        entries: Vec<HistoryEntry>,
+        /// Ages of the sender's sessions (in the first part only).
+        sessions: Vec<SessionAge>,
+        /// Whether this is the last part.
+        last: bool,
+    },
 }
 
 /// The ack part of a BROADCAST.
@@ -154,7 +164,7 @@ pub struct AckRequest {
 }
 
 impl Message {
-    /// Upstream `MessageType` number (14 to 18 for the extensions).
+    /// Upstream `MessageType` number (14 to 19 for the extensions).
     pub fn type_number(&self) -> u8 {
         match self {
             Message::InitialHeartbeat => 1,
@@ -175,6 +185,7 @@ impl Message {
             Message::StampedBroadcast { .. } => 16,
             Message::Session(_) => 17,
             Message::SessionDrop { .. } => 18,
+            Message::LogHistory { .. } => 19,
         }
     }
 }

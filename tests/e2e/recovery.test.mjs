@@ -7,7 +7,8 @@
 // true, its rooms and `data` are back and the missed packets arrive once and
 // in order — on the same worker, on the other worker, again and again
 // (socket.io#4880), after the worker it was on was killed with SIGKILL
-// (socket.io#5413); after `maxDisconnectionDuration` it gets a fresh session.
+// (socket.io#5413), also on the worker started in its place; after
+// `maxDisconnectionDuration` it gets a fresh session.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
@@ -193,6 +194,39 @@ run("connection state recovery (node workers)", () => {
     assert.notEqual(c.worker, victim, "restored on the survivor");
     await checkRestored(c, room, sid);
     await expectEvents(c, [0, 1, 2, 3]);
+    c.disconnect();
+    sender.disconnect();
+  });
+
+  test("the worker the client was on is killed (SIGKILL): restored on its replacement", async () => {
+    // The replacement starts after the session and the missed packets were
+    // logged: it gets the sessions from every worker and the log's history
+    // from one (adapter/src/recovery.rs), then restores the client.
+    const room = "r-kill-replacement";
+    const { c, sender } = await pair(room);
+    const sid = c.id;
+    const victim = c.worker;
+    const gone = new Promise((resolve) => c.once("disconnect", resolve));
+    const serving = () => cluster.log.join("").split("demo worker serving").length - 1;
+    const before = serving();
+    process.kill(c.workerPid, "SIGKILL");
+    await gone;
+    await send(sender, room, 1, 4);
+    await until(() => serving() > before, 30_000, "the replacement worker");
+    // More packets once the replacement runs: logged there live.
+    await send(sender, room, 4, 6);
+    // Round-robin: after a probe on the survivor, the next session goes to
+    // the replacement.
+    for (let i = 0; i < 4; i++) {
+      const probe = await client(cluster.url);
+      const onSurvivor = probe.worker !== victim;
+      probe.disconnect();
+      if (onSurvivor) break;
+    }
+    await reconnect(c);
+    assert.equal(c.worker, victim, "restored on the replacement");
+    await checkRestored(c, room, sid);
+    await expectEvents(c, [0, 1, 2, 3, 4, 5]);
     c.disconnect();
     sender.disconnect();
   });
