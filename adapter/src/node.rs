@@ -293,12 +293,13 @@ impl Node {
                 self.send_history(now, from, out);
             }
             Message::LogHistory {
+                heads,
                 entries,
                 sessions,
                 last,
             } => {
                 if let Some(r) = &mut self.recovery {
-                    r.absorb_history(now, entries, sessions, last);
+                    r.absorb_history(now, heads, entries, sessions, last);
                 }
             }
             Message::StampedBroadcast { opts, packet, seq } => {
@@ -1097,9 +1098,11 @@ impl Node {
         let chunk = recovery::HISTORY_CHUNK_BYTES.min(max_frame / 2);
         let parts = r.history(now, chunk, max_entry);
         let mut ages = r.session_ages(now);
+        let mut heads = r.history_heads(now);
         let n = parts.len();
         for (i, entries) in parts.into_iter().enumerate() {
             let msg = Message::LogHistory {
+                heads: std::mem::take(&mut heads),
                 entries,
                 sessions: std::mem::take(&mut ages),
                 last: i + 1 == n,

@@ -177,6 +177,18 @@ pub struct HistoryEntry {
     pub packet: Vec<u8>,
 }
 
+/// How far the sender of a history has logged one origin, also when none of
+/// its entries is left (so that an offset naming it is not `Behind` forever).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryHead {
+    /// Node that published the broadcasts.
+    pub origin: NodeId,
+    /// Last sequence number the sender logged.
+    pub last: u64,
+    /// How long ago the sender logged it, in milliseconds.
+    pub age_ms: u64,
+}
+
 /// How old a session is at the sender of a history, so that the node that
 /// starts neither replays entries older than the session nor keeps a
 /// disconnected session past its expiry.
@@ -514,6 +526,18 @@ impl Recovery {
         parts
     }
 
+    /// How far this node logged each origin, sent with a history.
+    pub fn history_heads(&self, now: u64) -> Vec<HistoryHead> {
+        self.heads
+            .iter()
+            .map(|(&origin, h)| HistoryHead {
+                origin,
+                last: h.last,
+                age_ms: now.saturating_sub(h.last_at),
+            })
+            .collect()
+    }
+
     /// The ages of the sessions this node knows, sent with a history.
     pub fn session_ages(&self, now: u64) -> Vec<SessionAge> {
         self.sessions
@@ -534,12 +558,31 @@ impl Recovery {
     pub fn absorb_history(
         &mut self,
         now: u64,
+        heads: Vec<HistoryHead>,
         entries: Vec<HistoryEntry>,
         ages: Vec<SessionAge>,
         last: bool,
     ) {
         if !self.catching_up(now) {
             return;
+        }
+        // Origins this node has not logged yet: known up to `last`, nothing
+        // held; the entries below fill in and move `from` back.
+        for h in heads {
+            if h.last == 0 || self.heads.contains_key(&h.origin) {
+                continue;
+            }
+            if h.origin == self.uid {
+                self.own_seq = self.own_seq.max(h.last);
+            }
+            self.heads.insert(
+                h.origin,
+                Head {
+                    last: h.last,
+                    from: h.last.saturating_add(1),
+                    last_at: now.saturating_sub(h.age_ms),
+                },
+            );
         }
         for a in ages {
             if let Some(s) = self.sessions.get_mut(&a.pid) {
@@ -1335,7 +1378,12 @@ mod tests {
         let n = parts.len();
         let mut ages = ra.session_ages(1001);
         for (i, part) in parts.into_iter().enumerate() {
-            rc.absorb_history(1003, part, std::mem::take(&mut ages), i + 1 == n);
+            let heads = if i == 0 {
+                ra.history_heads(1001)
+            } else {
+                vec![]
+            };
+            rc.absorb_history(1003, heads, part, std::mem::take(&mut ages), i + 1 == n);
         }
         assert_eq!(rc.stats().log_entries, 6, "a4 once");
         assert_eq!(
@@ -1384,7 +1432,8 @@ mod tests {
         assert_eq!(rc.restore(12, &s.pid, offset).0, RestoreOutcome::Behind);
         let parts = ra.history(12, usize::MAX, usize::MAX);
         assert_eq!(parts.len(), 1);
-        rc.absorb_history(12, parts.into_iter().next().unwrap(), vec![], true);
+        let heads = ra.history_heads(12);
+        rc.absorb_history(12, heads, parts.into_iter().next().unwrap(), vec![], true);
         let st = rc.stats();
         assert_eq!((st.log_entries, st.bad_entries), (5, 0));
         let got = texts(rc.restore(13, &s.pid, offset).0);
@@ -1393,6 +1442,7 @@ mod tests {
         // After the window (ended by `last`), history is ignored.
         rc.absorb_history(
             14,
+            vec![],
             vec![HistoryEntry {
                 origin: 0xd,
                 seq: 1,
@@ -1442,8 +1492,41 @@ mod tests {
             opts: all.clone(),
             packet: pkt(r#"2["x"]"#),
         };
-        rd.absorb_history(1, vec![bad], vec![], false);
+        rd.absorb_history(1, vec![], vec![bad], vec![], false);
         let st = rd.stats();
         assert_eq!((st.log_entries, st.bad_entries), (0, 1));
+    }
+
+    /// An origin whose entries all expired is still known to the joiner
+    /// through the heads: an offset naming it restores, not `Behind`.
+    #[test]
+    fn heads_without_entries_travel_with_the_history() {
+        let (a, d, c) = (0xa, 0xd, 0xc);
+        let cfg = RecoveryConfig {
+            max_disconnection_ms: 1000,
+            ..Default::default()
+        };
+        let mut ra = Recovery::new(a, cfg);
+        let mut rc = Recovery::new(c, cfg);
+        let mut all = Opts::all();
+        all.flags.broadcast = true;
+        let s = session("s1", &["s1"]);
+        ra.log(0, d, 1, &all, pkt(r#"2["d1"]"#));
+        ra.sweep(1500);
+        assert_eq!(ra.stats().log_entries, 0);
+        ra.update(1500, s.clone());
+        ra.log(1600, a, 1, &all, pkt(r#"2["a1"]"#));
+        ra.log(1700, a, 2, &all, pkt(r#"2["a2"]"#));
+        let w = ra.persist(1800, s.clone()).unwrap();
+        rc.started(1900);
+        rc.remote_session(1900, w);
+        let parts = ra.history(1900, usize::MAX, usize::MAX);
+        let heads = ra.history_heads(1900);
+        assert_eq!(heads.len(), 2);
+        let ages = ra.session_ages(1900);
+        rc.absorb_history(1900, heads, parts.concat(), ages, true);
+        let offset = "000000000000000a-1.000000000000000d-1";
+        let got = texts(rc.restore(1901, &s.pid, offset).0);
+        assert_eq!(got, [r#"2["a2","000000000000000a-2.000000000000000d-1"]"#]);
     }
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::recovery::{HistoryEntry, SessionAge, WireSession};
+use crate::recovery::{HistoryEntry, HistoryHead, SessionAge, WireSession};
 use crate::types::{Ack, FrameError, NodeId, Opts, RequestId, SocketInfo};
 
 /// Envelope version this build writes and reads.
@@ -145,6 +145,8 @@ pub enum Message {
     /// Extension (recovery): part of the log for a node that just started,
     /// sent to it alone by the live node with the smallest uid.
     LogHistory {
+        /// How far the sender logged each origin (in the first part only).
+        heads: Vec<HistoryHead>,
         /// Entries, in the sender's log order.
         entries: Vec<HistoryEntry>,
         /// Ages of the sender's sessions (in the first part only).
