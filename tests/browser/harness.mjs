@@ -121,8 +121,8 @@ export async function launchBrowser() {
 /**
  * Opens one tab in its own browser context (own cookies, own network
  * conditions) at `url` and records what the test wants to look at:
- * console errors and every request (`tab.requests`: method, url, status,
- * request and response headers).
+ * console errors, every request (`tab.requests`: method, url, status,
+ * request and response headers) and every CORS preflight (`tab.preflights`).
  */
 export async function openTab(browser, url) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
@@ -142,6 +142,25 @@ export async function openTab(browser, url) {
       responseHeaders: resp ? await resp.allHeaders().catch(() => ({})) : {},
     });
   });
+  // CORS preflights are made by Chromium's network service itself: Playwright
+  // does not report them as requests, the DevTools protocol does.
+  tab.preflights = [];
+  const cdp = await context.newCDPSession(page);
+  const lower = (h) => Object.fromEntries(Object.entries(h ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const sent = new Map();
+  cdp.on("Network.requestWillBeSent", (e) => {
+    if (e.request.method === "OPTIONS") sent.set(e.requestId, lower(e.request.headers));
+  });
+  cdp.on("Network.responseReceived", (e) => {
+    if (e.type !== "Preflight") return;
+    tab.preflights.push({
+      url: e.response.url,
+      status: e.response.status,
+      headers: sent.get(e.requestId) ?? {},
+      responseHeaders: lower(e.response.headers),
+    });
+  });
+  await cdp.send("Network.enable");
   await page.goto(url);
   return tab;
 }
