@@ -1,6 +1,12 @@
 // A tab whose network goes away (Playwright's context.setOffline: Chromium's
 // network emulation, as a laptop losing Wi-Fi) loses its session, reconnects
 // by itself once back online, and receives the room's messages again.
+//
+// Chromium's offline emulation stops traffic but does not close an open
+// WebSocket; the client drops the session at once on the browser's
+// `offline` event, which engine.io-client listens to on any host but
+// `localhost` (there it notices at the ping timeout, about 45 s), hence the
+// 127.0.0.1 URLs of these tests.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { KINDS, WAIT_MS, connected, launchBrowser, openTab, received, say, startDemo } from "./harness.mjs";
@@ -46,7 +52,9 @@ for (const kind of KINDS) {
         await say(gina, "gina is back");
         await received(frank, "gina is back");
         const shown = await gina.page.$$eval("#messages li.system", (lis) => lis.map((li) => li.textContent));
-        assert.ok(shown.some((s) => s.startsWith("disconnected (")), shown.join("|"));
+        const cut = shown.find((s) => s.startsWith("disconnected ("));
+        assert.ok(cut, shown.join("|"));
+        t.diagnostic(`gina's page: ${cut}, then worker ${g.worker} -> ${g2.worker}`);
       });
     }
   });
