@@ -19,6 +19,7 @@ use sio_cluster_host::primary::standalone::{StandaloneConfig, StandaloneError, r
 use sio_cluster_host::primary::sticky::{Balance, StickyConfig};
 use sio_cluster_host::primary::supervisor::{RunConfig, RunError, run};
 use sio_cluster_host::runtime::artifact::{self, ComponentError};
+use sio_cluster_host::sioxide::page;
 use tracing::error;
 
 /// mimalloc: the relay and the workers allocate a few small buffers per
@@ -81,7 +82,9 @@ enum Cmd {
     /// the demo contract on namespaces `/`, `/custom` and `/tenant/<id>`:
     /// socketioxide workers (this binary) by default, socket.io workers on
     /// the Node host with `--runtime node`, both with `--runtime mixed`.
-    /// Same options as `run`, without a command.
+    /// Every worker also serves the demo page: open http://localhost:3000/
+    /// (a room chat across the workers). Same options as `run`, without a
+    /// command.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Show the adapter component the workers load: its sha256 and size, or
@@ -139,6 +142,12 @@ struct DemoArgs {
     /// run build --prefix host/node` once).
     #[arg(long, value_name = "PATH", default_value = "host/node/demo/worker.mjs")]
     node_worker: PathBuf,
+    /// Let pages of ORIGIN (`scheme://host[:port]`, repeatable, or `*` for
+    /// any) use the demo cross-origin: the workers answer CORS preflights and
+    /// add Access-Control-Allow-Origin (passed as SIO_DEMO_CORS_ORIGIN).
+    /// Default: none, only the demo page served by the cluster itself.
+    #[arg(long, value_name = "ORIGIN", value_parser = page::parse_origin)]
+    cors_origin: Vec<String>,
 }
 
 /// Runtime of the demo workers.
@@ -299,7 +308,7 @@ fn main() -> ExitCode {
     };
 
     match cli.command {
-        Cmd::Run(args) => run_cluster(&runtime, args.cluster, args.command),
+        Cmd::Run(args) => run_cluster(&runtime, args.cluster, args.command, Vec::new()),
         Cmd::Demo(args) => match demo_command(&args) {
             Ok(command) => run_cluster(
                 &runtime,
@@ -308,6 +317,11 @@ fn main() -> ExitCode {
                     ..args.cluster
                 },
                 command,
+                page::CorsOrigins::from_values(&args.cors_origin)
+                    .to_env()
+                    .map(|v| (page::CORS_ENV.to_string(), v.into()))
+                    .into_iter()
+                    .collect(),
             ),
             Err(code) => code,
         },
@@ -367,6 +381,7 @@ fn run_cluster(
     runtime: &tokio::runtime::Runtime,
     args: ClusterArgs,
     command: Vec<OsString>,
+    extra_env: Vec<(String, OsString)>,
 ) -> ExitCode {
     let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -376,10 +391,11 @@ fn run_cluster(
     // The one call into the runtime layer: check the component and compile
     // it once for every worker, in a child process (Cranelift's memory stays
     // out of the primary). The directory lives until the primary stops.
-    let (_artifact_dir, worker_env) = match prepare_component(args.component.as_deref()) {
+    let (_artifact_dir, mut worker_env) = match prepare_component(args.component.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    worker_env.extend(extra_env);
     let config = RunConfig {
         worker_env,
         workers,

@@ -61,6 +61,24 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn demo_cors_origin_is_documented_and_checked() {
+    let (code, out, _) = run(&["demo", "--help"]);
+    assert_eq!(code, Some(0));
+    for word in [
+        "--cors-origin",
+        "SIO_DEMO_CORS_ORIGIN",
+        "http://localhost:3000/",
+    ] {
+        assert!(out.contains(word), "demo --help lacks {word}:\n{out}");
+    }
+    for bad in ["localhost:8080", "http://localhost:8080/", "ftp://x"] {
+        let (code, _, err) = run(&["demo", "--cors-origin", bad]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("invalid origin"), "{err}");
+    }
+}
+
+#[test]
 fn missing_worker_program_exits_4() {
     let (code, _, err) = run(&[
         "run",

@@ -7,12 +7,16 @@
 //
 //   sio-cluster-host run --workers 2 --port 3000 -- node demo/worker.mjs
 //
+// Every other path serves the demo page (./page.mjs); SIO_DEMO_CORS_ORIGIN
+// (`demo --cors-origin`) lets pages of other origins use it.
+//
 // `SIO_DEMO_RECOVERY_MS=<ms>` turns socket.io's connection state recovery on
 // (`maxDisconnectionDuration` = ms) across the workers, with two more events:
 // `set_data(value, ack)` sets `socket.data`, `state(ack)` answers
 // `{recovered, data, rooms}`.
 import { Server } from "socket.io";
 import { attach, createAdapter } from "../src/index.js";
+import { corsFromEnv, pageServer } from "./page.mjs";
 
 /** Namespaces the demo serves (tenants are dynamic). */
 const NAMESPACES = ["/", "/custom"];
@@ -36,8 +40,17 @@ if (recoveryMs !== null && !(Number.isSafeInteger(recoveryMs) && recoveryMs > 0)
   fail(2, `SIO_DEMO_RECOVERY_MS must be a positive integer (ms), not ${process.env.SIO_DEMO_RECOVERY_MS}`);
 }
 
+let cors;
+try {
+  cors = corsFromEnv();
+} catch (e) {
+  fail(2, e.message);
+}
+
 const io = new Server({
   adapter: createAdapter(cluster),
+  // `demo --cors-origin` (SIO_DEMO_CORS_ORIGIN), as the Rust demo worker.
+  ...(cors ? { cors } : {}),
   // As socketioxide's demo: keep a generous buffer; socket.io has no per-client cap.
   maxHttpBufferSize: 1e6,
   ...(recoveryMs ? { connectionStateRecovery: { maxDisconnectionDuration: recoveryMs, skipMiddlewares: true } } : {}),
@@ -174,7 +187,8 @@ io.of(TENANTS).on("connection", (socket) => {
 });
 
 try {
-  await cluster.listen(io);
+  // The demo page on every path but /socket.io/ (host/demo-page/, as the Rust demo).
+  await cluster.listen(io, { httpServer: pageServer() });
 } catch (e) {
   fail(4, `cannot listen: ${e.message}`);
 }

@@ -4,7 +4,8 @@
 //! namespaces are separate clusters, each on its own component instance).
 //!
 //! `sio-cluster-host demo` runs the primary with this worker as its command;
-//! the acceptance tests and benchmarks drive it through the contract.
+//! the acceptance tests and benchmarks drive it through the contract. Every
+//! other path than `/socket.io/` is the demo page ([`super::page`]).
 //!
 //! Payloads are [`rmpv::Value`], which keeps binary attachments intact.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use rmpv::Value;
 use socketioxide::adapter::Emitter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
@@ -21,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::link::handoff::accept_loop;
 use crate::link::worker::WorkerEnv;
+use crate::sioxide::page::{self, CorsOrigins, PageService};
 use crate::sioxide::{WasmCluster, WasmClusterAdapter};
 
 /// The adapter type of the demo.
@@ -328,11 +331,15 @@ pub async fn run_worker() -> Result<(), DemoError> {
             tokio::net::TcpListener::from_std(l).map_err(|e| DemoError::Listen(e.to_string()))
         })?;
 
-    let (svc, io) = SocketIo::builder()
+    let origins = CorsOrigins::from_env().map_err(DemoError::Cluster)?;
+    // Socket.IO on `/socket.io/`, the demo page on every other path, all
+    // behind the CORS policy of `demo --cors-origin`.
+    let (sio, io) = SocketIo::builder()
         .with_config(SocketIoConfig::default())
         .max_buffer_size(SOCKET_BUFFER)
         .with_adapter::<Adapter>(cluster.clone())
-        .build_svc();
+        .build_with_inner_svc(PageService);
+    let svc = TowerToHyperService::new(page::cors(sio, &origins));
     for nsp in NAMESPACES {
         let c = cluster.clone();
         io.ns(nsp, move |s: SocketRef<Adapter>, io: SocketIo<Adapter>| {

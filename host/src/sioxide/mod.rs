@@ -14,7 +14,8 @@
 //! * [`acks`]: the ack stream of a broadcast-with-ack;
 //! * [`convert`]: options, packets and ids between socketioxide and the adapter;
 //! * [`packet`]: the packet bytes hosts of every runtime exchange;
-//! * [`demo`]: the demo worker (`shared/demo-contract.md`).
+//! * [`demo`]: the demo worker (`shared/demo-contract.md`);
+//! * [`page`]: the demo page the demo workers serve at `/`, and their CORS policy.
 //!
 //! Pinned to socketioxide 0.18.9 / socketioxide-core 0.20.0, common parser.
 
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod convert;
 pub mod demo;
 pub mod packet;
+pub mod page;
 
 pub use adapter::{InitRes, WasmClusterAdapter};
 pub use cluster::{
