@@ -28,7 +28,8 @@ fn requests_started_after_close_fail_at_once() {
                 Effect::Complete(c) if c.id == id => Some(c.clone()),
                 _ => None,
             });
-            let done = done.unwrap_or_else(|| panic!("{owner:?}: request {id} did not complete: {effects:?}"));
+            let done = done
+                .unwrap_or_else(|| panic!("{owner:?}: request {id} did not complete: {effects:?}"));
             assert_eq!(done.error.as_deref(), Some(CLOSED_ERROR));
         }
         assert_eq!(node.stats().pending_requests, 0);
