@@ -13,6 +13,7 @@
 // `{recovered, data, rooms}`.
 import { Server } from "socket.io";
 import { attach, createAdapter } from "../src/index.js";
+import { slowPolicyFromEnv, watchSlowConsumers } from "../src/slow.js";
 
 /** Namespaces the demo serves (tenants are dynamic). */
 const NAMESPACES = ["/", "/custom"];
@@ -34,6 +35,13 @@ const worker = cluster.worker;
 const recoveryMs = process.env.SIO_DEMO_RECOVERY_MS ? Number(process.env.SIO_DEMO_RECOVERY_MS) : null;
 if (recoveryMs !== null && !(Number.isSafeInteger(recoveryMs) && recoveryMs > 0)) {
   fail(2, `SIO_DEMO_RECOVERY_MS must be a positive integer (ms), not ${process.env.SIO_DEMO_RECOVERY_MS}`);
+}
+
+let slowPolicy;
+try {
+  slowPolicy = slowPolicyFromEnv();
+} catch (e) {
+  fail(3, e.message);
 }
 
 const io = new Server({
@@ -78,6 +86,8 @@ const uint = (x) => Number.isSafeInteger(x) && x >= 0;
 
 function onConnect(socket) {
   const nsp = socket.nsp;
+  // The slow-consumer policy's counters (src/slow.js; as the Rust worker's).
+  if (slow) socket.on("slow_stats", (ack) => isFn(ack) && ack(slow.stats()));
   // Every socket is in the room named by its own id (socket.io does this itself).
   socket.on("whoami", (ack) => isFn(ack) && ack({ pid: process.pid, worker }));
   socket.on("join", (room, ack) => {
@@ -161,6 +171,9 @@ function onConnect(socket) {
     });
   }
 }
+
+// A per-client cap in bytes and a time limit without progress (src/slow.js).
+const slow = slowPolicy ? watchSlowConsumers(io, slowPolicy) : null;
 
 for (const name of NAMESPACES) {
   const nsp = io.of(name);
