@@ -37,7 +37,11 @@ async fn exchange(request: &[u8]) -> String {
     let router = Router::new(vec![worker().await], StickyConfig::default());
     router.worker_up(0, 1);
     let (client, server) = tokio::io::duplex(1 << 16);
-    tokio::spawn(sticky::serve_http(router, server, "127.0.0.1:9".parse().unwrap()));
+    tokio::spawn(sticky::serve_http(
+        router,
+        server,
+        "127.0.0.1:9".parse().unwrap(),
+    ));
     let (mut rd, mut wr) = tokio::io::split(client);
     wr.write_all(request).await.unwrap();
     let mut out = Vec::new();
@@ -54,6 +58,8 @@ async fn asterisk_form_request_is_a_400_not_a_502() {
     let answer = exchange(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "answer: {answer:?}");
     // A normal request still goes through.
-    let answer = exchange(b"GET /socket.io/?EIO=4&transport=polling&sid=x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer =
+        exchange(b"GET /socket.io/?EIO=4&transport=polling&sid=x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "answer: {answer:?}");
 }
