@@ -27,6 +27,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
+    // Without the component runtime nothing embeds the component.
+    if env::var_os("CARGO_FEATURE_RUNTIME").is_none() {
+        return;
+    }
     match guest_build::ensure_target() {
         Ok(Some(warning)) => println!("cargo:warning={warning}"),
         Ok(None) => {}

@@ -532,6 +532,19 @@ impl Node {
     }
 
     fn finish_if_done(&mut self, id: RequestId, out: &mut Vec<Effect>) {
+        // A closed node has no timers: a request started on it fails at
+        // once, as the ones pending at `close` did.
+        if self.closed
+            && let Some(req) = self.requests.remove(&id)
+        {
+            if let Some(q) = req.local_query {
+                self.queries.remove(&q);
+            }
+            out.push(Effect::Complete(
+                req.complete(id, Some(CLOSED_ERROR.into())),
+            ));
+            return;
+        }
         if self.requests.get(&id).is_some_and(Request::is_done)
             && let Some(req) = self.requests.remove(&id)
         {

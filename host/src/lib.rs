@@ -11,16 +11,24 @@
 //! - [`sioxide`]: socketioxide's `CoreAdapter` over the component, and the
 //!   demo worker → [`link`] and [`runtime`].
 //!
+//! `runtime` and `sioxide` need the default feature `runtime` (wasmtime);
+//! without it the crate is [`link`] and [`primary`] alone (the fuzz targets).
+//!
 //! The CLI (`src/main.rs`) is a thin clap shell over these. The whole chain:
 //! WIT → adapter (pure logic) → this crate (IO, processes, wasmtime) → CLI.
 
 pub mod link;
 pub mod primary;
+#[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "runtime")]
 pub mod sioxide;
 
+#[cfg(feature = "runtime")]
 pub use runtime::engine::{AdapterEngine, DEFAULT_COMPONENT, EngineOptions, Limits};
+#[cfg(feature = "runtime")]
 pub use runtime::node::{AdapterNode, NodeError};
+#[cfg(feature = "runtime")]
 pub use runtime::wasm_node::WasmNode;
 pub use sio_cluster_adapter as adapter;
 

@@ -17,6 +17,7 @@
 import { Server } from "socket.io";
 import { attach, createAdapter } from "../src/index.js";
 import { corsFromEnv, pageServer } from "./page.mjs";
+import { slowPolicyFromEnv, watchSlowConsumers } from "../src/slow.js";
 
 /** Namespaces the demo serves (tenants are dynamic). */
 const NAMESPACES = ["/", "/custom"];
@@ -45,6 +46,12 @@ try {
   cors = corsFromEnv();
 } catch (e) {
   fail(2, e.message);
+}
+let slowPolicy;
+try {
+  slowPolicy = slowPolicyFromEnv();
+} catch (e) {
+  fail(3, e.message);
 }
 
 const io = new Server({
@@ -91,6 +98,8 @@ const uint = (x) => Number.isSafeInteger(x) && x >= 0;
 
 function onConnect(socket) {
   const nsp = socket.nsp;
+  // The slow-consumer policy's counters (src/slow.js; as the Rust worker's).
+  if (slow) socket.on("slow_stats", (ack) => isFn(ack) && ack(slow.stats()));
   // Every socket is in the room named by its own id (socket.io does this itself).
   socket.on("whoami", (ack) => isFn(ack) && ack({ pid: process.pid, worker }));
   socket.on("join", (room, ack) => {
@@ -174,6 +183,9 @@ function onConnect(socket) {
     });
   }
 }
+
+// A per-client cap in bytes and a time limit without progress (src/slow.js).
+const slow = slowPolicy ? watchSlowConsumers(io, slowPolicy) : null;
 
 for (const name of NAMESPACES) {
   const nsp = io.of(name);

@@ -609,6 +609,13 @@ pub async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
+    // Only a path goes to the worker: the asterisk form (`OPTIONS *`) would
+    // make `http://<addr>*`, an authority with a bad port (a 502 blamed on
+    // the worker; found by fuzz/fuzz_targets/sticky_http.rs).
+    if !path.starts_with('/') {
+        bump(&router.stats.bad_requests);
+        return Ok(error_response(StatusCode::BAD_REQUEST, "Bad Request\n"));
+    }
     let (mut parts, body) = req.into_parts();
     let uri: Uri = match format!("http://{}{}", route.addr, path).parse() {
         Ok(u) => u,
@@ -712,8 +719,10 @@ fn client_side_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Serves HTTP/1.1 on one client connection, proxying each request.
-async fn serve_http<I>(router: Arc<Router>, io: I, peer: SocketAddr)
+/// Serves HTTP/1.1 on one client connection, proxying each request (what
+/// [`serve`] runs for every accepted connection; public for the fuzz
+/// target `fuzz/fuzz_targets/sticky_http.rs`).
+pub async fn serve_http<I>(router: Arc<Router>, io: I, peer: SocketAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -754,7 +763,7 @@ async fn read_first_head(stream: &mut tokio::net::TcpStream, timeout: Duration) 
 
 /// The sid of a first request that is a WebSocket upgrade (`Some(None)` when
 /// it has no sid); `None` when it is not an upgrade or not parseable.
-fn websocket_upgrade_sid(head: &[u8]) -> Option<Option<String>> {
+pub fn websocket_upgrade_sid(head: &[u8]) -> Option<Option<String>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {

@@ -300,7 +300,7 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
             LocalOp::Broadcast(opts, bytes) => {
                 if let (Some(o), Some(p)) =
                     (opts_of(&opts, &held), self.packet(core, &bytes, &mut held))
-                    && let Err(e) = self.local.broadcast(p, o)
+                    && let Err(e) = self.meter(core, &p, &o).local.broadcast(p, o)
                 {
                     self.count_dropped(core, e.len());
                 }
@@ -319,7 +319,10 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
                     .and_then(|h| h.ack_timeout)
                     .unwrap_or(Duration::from_millis(u64::from(timeout_ms)));
                 let direct = held.as_ref().and_then(|h| h.acks.clone());
-                let (stream, count) = self.local.broadcast_with_ack(p, o, Some(timeout));
+                let (stream, count) =
+                    self.meter(core, &p, &o)
+                        .local
+                        .broadcast_with_ack(p, o, Some(timeout));
                 let out = self
                     .call(core, |n, now| n.ack_count(now, query, count))
                     .unwrap_or_default();
@@ -431,6 +434,20 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
                     .unwrap_or_default()
             }
         }
+    }
+
+    /// Tells the slow-consumer policy, if any, of a packet about to be
+    /// handed to the local sockets `opts` selects (not volatile ones).
+    fn meter(&self, core: &Core, packet: &Packet, opts: &BroadcastOptions) -> &Self {
+        if let Some(slow) = core.cluster.inner.slow.get()
+            && !opts.has_flag(BroadcastFlags::Volatile)
+        {
+            slow.delivered(
+                self.local.sockets(opts.clone()),
+                super::slow::packet_bytes(packet),
+            );
+        }
+        self
     }
 
     /// socketioxide refused a packet for some local sockets (their buffer
@@ -692,10 +709,14 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
     ) -> Result<(), BroadcastError> {
         let core = self.core().map_err(adapter_err)?;
         if opts.is_local(core.server) {
-            return self.local.broadcast(packet, opts).map_err(|e| {
-                self.count_dropped(core, e.len());
-                BroadcastError::from(e)
-            });
+            return self
+                .meter(core, &packet, &opts)
+                .local
+                .broadcast(packet, opts)
+                .map_err(|e| {
+                    self.count_dropped(core, e.len());
+                    BroadcastError::from(e)
+                });
         }
         let bytes = encode_packet(self.local.parser(), packet.clone());
         let o = opts_from_sx(&opts, self.own(core));
@@ -714,7 +735,10 @@ impl<E: SocketEmitter<AckError = AckError>> CoreAdapter<E> for WasmClusterAdapte
     ) -> Result<AckStream<E>, Error> {
         let core = self.core()?.clone();
         if opts.is_local(core.server) {
-            let (stream, _) = self.local.broadcast_with_ack(packet, opts, timeout);
+            let (stream, _) = self
+                .meter(&core, &packet, &opts)
+                .local
+                .broadcast_with_ack(packet, opts, timeout);
             return Ok(AckStream::Local(Box::pin(stream)));
         }
         let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -175,6 +175,8 @@ pub(crate) struct Inner {
     pub counters: Counters,
     spaces: Mutex<HashMap<String, Weak<dyn Space>>>,
     handlers: Mutex<HashMap<String, Handler>>,
+    /// Told of every local delivery once set ([`WasmCluster::meter_deliveries`]).
+    pub slow: OnceLock<super::slow::SlowConsumers>,
 }
 
 /// What the namespaces of one worker process share: pass it to
@@ -233,6 +235,7 @@ impl WasmCluster {
             counters: Counters::default(),
             spaces: Mutex::new(HashMap::new()),
             handlers: Mutex::new(HashMap::new()),
+            slow: OnceLock::new(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), rx));
         WasmCluster { inner }
@@ -246,6 +249,13 @@ impl WasmCluster {
     /// The hub link (e.g. to report Engine.IO sessions for least-connection).
     pub fn link(&self) -> &LinkSender {
         &self.inner.link
+    }
+
+    /// Tells `slow` of every packet the adapters hand to local sockets,
+    /// so that it can cut clients that do not keep up
+    /// ([`super::slow`]). Only the first call counts.
+    pub fn meter_deliveries(&self, slow: super::slow::SlowConsumers) {
+        let _ = self.inner.slow.set(slow);
     }
 
     /// Counters of this process's adapters.

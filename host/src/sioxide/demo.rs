@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rmpv::Value;
@@ -24,13 +24,18 @@ use tracing::{error, info, warn};
 use crate::link::handoff::accept_loop;
 use crate::link::worker::WorkerEnv;
 use crate::sioxide::page::{self, CorsOrigins, PageService};
+use crate::sioxide::slow::{SlowConsumers, SlowPolicy};
 use crate::sioxide::{WasmCluster, WasmClusterAdapter};
 
 /// The adapter type of the demo.
 pub type Adapter = WasmClusterAdapter<Emitter>;
 
 /// Packets queued per client before socketioxide drops more (its default,
-/// 128, drops packets in bursts a Node server would queue).
+/// 128, drops packets in bursts a Node server would queue). The bound that
+/// matters for memory is in bytes: [`SlowPolicy`] (16 MiB per client by
+/// default, `SIO_CLIENT_MAX_BYTES`; 20 s without progress,
+/// `SIO_CLIENT_STALL_MS`). `SIO_DEMO_SOCKET_BUFFER` overrides it (for
+/// measurements: bench/idle-memory.mjs).
 pub const SOCKET_BUFFER: usize = 65_536;
 
 /// Namespaces the demo serves.
@@ -113,8 +118,20 @@ fn sort_values(values: &mut [serde_json::Value]) {
     });
 }
 
-async fn on_connect(cluster: WasmCluster, s: SocketRef<Adapter>, io: SocketIo<Adapter>) {
+async fn on_connect(
+    cluster: WasmCluster,
+    slow: Option<SlowConsumers>,
+    s: SocketRef<Adapter>,
+    io: SocketIo<Adapter>,
+) {
     {
+        if let Some(slow) = &slow {
+            slow.register(&s);
+            let slow = slow.clone();
+            s.on("slow_stats", async move |ack: AckSender<Adapter>| {
+                let _ = ack.send(&slow.stats());
+            });
+        }
         let worker = cluster.worker_index();
         let nsp = s.ns().to_string();
         // As in Socket.IO, every socket is in the room named by its own id.
@@ -332,18 +349,29 @@ pub async fn run_worker() -> Result<(), DemoError> {
         })?;
 
     let origins = CorsOrigins::from_env().map_err(DemoError::Cluster)?;
+    let slow = SlowPolicy::from_env()
+        .map_err(DemoError::Cluster)?
+        .map(SlowConsumers::new);
+    if let Some(slow) = &slow {
+        cluster.meter_deliveries(slow.clone());
+    }
     // Socket.IO on `/socket.io/`, the demo page on every other path, all
     // behind the CORS policy of `demo --cors-origin`.
     let (sio, io) = SocketIo::builder()
         .with_config(SocketIoConfig::default())
-        .max_buffer_size(SOCKET_BUFFER)
+        .max_buffer_size(
+            std::env::var("SIO_DEMO_SOCKET_BUFFER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(SOCKET_BUFFER),
+        )
         .with_adapter::<Adapter>(cluster.clone())
         .build_with_inner_svc(PageService);
     let svc = TowerToHyperService::new(page::cors(sio, &origins));
     for nsp in NAMESPACES {
-        let c = cluster.clone();
+        let (c, sl) = (cluster.clone(), slow.clone());
         io.ns(nsp, move |s: SocketRef<Adapter>, io: SocketIo<Adapter>| {
-            on_connect(c.clone(), s, io)
+            on_connect(c.clone(), sl.clone(), s, io)
         })
         .await
         .map_err(|e| DemoError::Cluster(format!("namespace {nsp}: {e}")))?;
@@ -351,12 +379,12 @@ pub async fn run_worker() -> Result<(), DemoError> {
     }
     // Tenants: one dynamic namespace per tenant, each with its own adapter
     // instance (own Store, own limits), created on its first client here.
-    let c = cluster.clone();
+    let (c, sl) = (cluster.clone(), slow.clone());
     io.dyn_ns(
         TENANT_NAMESPACES,
         move |s: SocketRef<Adapter>, io: SocketIo<Adapter>| {
             answer_pings(&c, s.ns());
-            on_connect(c.clone(), s, io)
+            on_connect(c.clone(), sl.clone(), s, io)
         },
     )
     .map_err(|e| DemoError::Cluster(format!("namespace {TENANT_NAMESPACES}: {e}")))?;
@@ -364,11 +392,22 @@ pub async fn run_worker() -> Result<(), DemoError> {
     // passes WebSocket connections here instead of proxying their bytes.
     match env.handoff_receiver() {
         Ok(Some(handoffs)) => {
-            let svc = svc.clone();
+            let (svc, slow) = (svc.clone(), slow.clone());
             accept_loop(handoffs, move |io| {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(io), svc.clone())
-                    .with_upgrades();
+                let serve = hyper::server::conn::http1::Builder::new();
+                let conn = match &slow {
+                    Some(slow) => {
+                        let (io, svc) = slow.connection(io, svc.clone());
+                        serve
+                            .serve_connection(TokioIo::new(io), svc)
+                            .with_upgrades()
+                            .boxed()
+                    }
+                    None => serve
+                        .serve_connection(TokioIo::new(io), svc.clone())
+                        .with_upgrades()
+                        .boxed(),
+                };
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "handed-off connection ended with an error");
@@ -394,11 +433,22 @@ pub async fn run_worker() -> Result<(), DemoError> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let svc = svc.clone();
+        let (svc, slow) = (svc.clone(), slow.clone());
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
+            let serve = hyper::server::conn::http1::Builder::new();
+            let conn = match &slow {
+                Some(slow) => {
+                    let (io, svc) = slow.connection(stream, svc);
+                    serve
+                        .serve_connection(TokioIo::new(io), svc)
+                        .with_upgrades()
+                        .boxed()
+                }
+                None => serve
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .boxed(),
+            };
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

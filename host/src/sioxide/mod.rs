@@ -14,6 +14,8 @@
 //! * [`acks`]: the ack stream of a broadcast-with-ack;
 //! * [`convert`]: options, packets and ids between socketioxide and the adapter;
 //! * [`packet`]: the packet bytes hosts of every runtime exchange;
+//! * [`slow`]: the slow-consumer policy (a per-client cap in bytes, a time
+//!   limit without progress);
 //! * [`demo`]: the demo worker (`shared/demo-contract.md`);
 //! * [`page`]: the demo page the demo workers serve at `/`, and their CORS policy.
 //!
@@ -26,6 +28,7 @@ pub mod convert;
 pub mod demo;
 pub mod packet;
 pub mod page;
+pub mod slow;
 
 pub use adapter::{InitRes, WasmClusterAdapter};
 pub use cluster::{

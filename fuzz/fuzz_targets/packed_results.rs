@@ -1,0 +1,28 @@
+//! The host's decoder of packed results (`sio_cluster_adapter::packed::decode`,
+//! what `runtime::wasm_node` applies to every `on-frames-packed` answer of
+//! the component, which a misbehaving component controls byte for byte).
+//!
+//! Invariants: no panic; an accepted result re-encodes (`push_effects`,
+//! `push_error`) to bytes that decode to the same effects and errors; the
+//! decoder never accepts a result that does not start with the version.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sio_cluster_adapter::packed;
+
+fuzz_target!(|data: &[u8]| {
+    match packed::decode(data) {
+        Ok((effects, errors)) => {
+            assert_eq!(data.first(), Some(&packed::PACKED_VERSION));
+            let mut out = Vec::new();
+            packed::start(&mut out);
+            packed::push_effects(&mut out, &effects);
+            for e in &errors {
+                packed::push_error(&mut out, e);
+            }
+            let again = packed::decode(&out).expect("a re-encoded packed result decodes");
+            assert_eq!(again, (effects, errors));
+        }
+        Err(e) => assert!(!e.is_empty(), "an error names what is wrong"),
+    }
+});
