@@ -209,7 +209,13 @@ impl Collector for Sources {
 
         // Workers (supervisor and hub).
         if let Some(n) = configured {
-            family(e, "sio_workers", "Workers configured (--workers).", Gauge, one(n as u64))?;
+            family(
+                e,
+                "sio_workers",
+                "Workers configured (--workers).",
+                Gauge,
+                one(n as u64),
+            )?;
         }
         family(
             e,
@@ -223,7 +229,8 @@ impl Collector for Sources {
             "sio_worker_up",
             "1 when a process of this worker index is attached to the hub.",
             Gauge,
-            per.iter().map(|(i, p)| (worker(*i), u64::from(p.links > 0))),
+            per.iter()
+                .map(|(i, p)| (worker(*i), u64::from(p.links > 0))),
         )?;
         if let Some(sup) = &self.supervisor {
             let idx = || sup.workers.iter().enumerate();
@@ -264,8 +271,14 @@ impl Collector for Sources {
                  not start; the old generation kept serving).",
                 Counter,
                 [
-                    (vec![("result", "completed".to_string())], load(&sup.rolls_completed)),
-                    (vec![("result", "failed".to_string())], load(&sup.rolls_failed)),
+                    (
+                        vec![("result", "completed".to_string())],
+                        load(&sup.rolls_completed),
+                    ),
+                    (
+                        vec![("result", "failed".to_string())],
+                        load(&sup.rolls_failed),
+                    ),
                 ],
             )?;
             family(
@@ -279,10 +292,26 @@ impl Collector for Sources {
 
         // The hub.
         let counters: [(&str, &str, u64); 12] = [
-            ("sio_hub_links_attached", "Worker links that completed their Hello.", hub.attached),
-            ("sio_hub_links_detached", "Worker links that went away after attaching.", hub.detached),
-            ("sio_hub_frames_received", "Frames received from workers.", hub.frames_in),
-            ("sio_hub_bytes_received", "Bytes of the frames received from workers.", hub.bytes_in),
+            (
+                "sio_hub_links_attached",
+                "Worker links that completed their Hello.",
+                hub.attached,
+            ),
+            (
+                "sio_hub_links_detached",
+                "Worker links that went away after attaching.",
+                hub.detached,
+            ),
+            (
+                "sio_hub_frames_received",
+                "Frames received from workers.",
+                hub.frames_in,
+            ),
+            (
+                "sio_hub_bytes_received",
+                "Bytes of the frames received from workers.",
+                hub.bytes_in,
+            ),
             (
                 "sio_hub_frames_delivered",
                 "Frames queued towards workers (a publish counts once per receiver; NodeDown included).",
@@ -457,8 +486,14 @@ impl Collector for Sources {
                 "Sessions learnt, by how: sniffed (polling handshake response), reported (by the worker).",
                 Counter,
                 [
-                    (vec![("how", "sniffed".to_string())], load(&st.sniffed_sessions)),
-                    (vec![("how", "reported".to_string())], load(&st.reported_sessions)),
+                    (
+                        vec![("how", "sniffed".to_string())],
+                        load(&st.sniffed_sessions),
+                    ),
+                    (
+                        vec![("how", "reported".to_string())],
+                        load(&st.reported_sessions),
+                    ),
                 ],
             )?;
         }
@@ -553,11 +588,17 @@ pub fn render(sources: &Sources) -> String {
     out
 }
 
-fn respond(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
     r
 }
 
@@ -627,7 +668,10 @@ mod tests {
             router: None,
             supervisor: None,
         });
-        assert!(text.contains("# TYPE sio_hub_frames_received_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE sio_hub_frames_received_total counter"),
+            "{text}"
+        );
         assert!(text.contains("sio_hub_frames_received_total 0\n"), "{text}");
         assert!(text.contains("sio_workers_up 0\n"), "{text}");
         assert!(!text.contains("sio_http_"), "no router, no http figures");
@@ -644,7 +688,10 @@ mod tests {
             router: None,
             supervisor: Some(sup),
         });
-        assert!(text.contains("sio_worker_restarts_total{worker=\"1\"} 3\n"), "{text}");
+        assert!(
+            text.contains("sio_worker_restarts_total{worker=\"1\"} 3\n"),
+            "{text}"
+        );
         assert!(
             text.contains("sio_worker_exits_total{worker=\"1\",cause=\"signaled\"} 1\n"),
             "{text}"

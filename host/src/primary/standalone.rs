@@ -166,12 +166,14 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
         .map_err(create_err(&socket))?;
 
     let metrics_listener = match config.metrics {
-        Some(addr) => Some(crate::primary::metrics::bind(addr).await.map_err(|source| {
-            StandaloneError::Create {
-                path: PathBuf::from(addr.to_string()),
-                source,
-            }
-        })?),
+        Some(addr) => Some(
+            crate::primary::metrics::bind(addr)
+                .await
+                .map_err(|source| StandaloneError::Create {
+                    path: PathBuf::from(addr.to_string()),
+                    source,
+                })?,
+        ),
         None => None,
     };
     let token = generate_token()?;

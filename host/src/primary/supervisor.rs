@@ -386,7 +386,11 @@ impl WorkerCtx {
                         sp = new;
                         started = Instant::now();
                         backoff = self.config.backoff_min;
-                        info!(worker = self.index, pid = sp.pid, "worker started (rolling restart)");
+                        info!(
+                            worker = self.index,
+                            pid = sp.pid,
+                            "worker started (rolling restart)"
+                        );
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -500,7 +504,12 @@ impl WorkerCtx {
             }
         };
         self.counters().replacements.fetch_add(1, Ordering::Relaxed);
-        info!(worker = self.index, pid = new.pid, old_pid = old.pid, "rolling restart: new worker started");
+        info!(
+            worker = self.index,
+            pid = new.pid,
+            old_pid = old.pid,
+            "rolling restart: new worker started"
+        );
         let (hub, conn) = (self.hub.clone(), new.conn);
         let ready = async move {
             while !hub.is_attached(conn) {
@@ -587,7 +596,10 @@ impl WorkerCtx {
 async fn roll(cmds: Vec<mpsc::Sender<Cmd>>, router: Arc<Router>, stats: Arc<SupervisorStats>) {
     stats.roll_running.store(1, Ordering::Relaxed);
     let n = cmds.len();
-    info!(workers = n, "rolling restart: replacing the workers one at a time");
+    info!(
+        workers = n,
+        "rolling restart: replacing the workers one at a time"
+    );
     let t0 = Instant::now();
     let mut outcome = Ok(());
     for (i, tx) in cmds.iter().enumerate() {

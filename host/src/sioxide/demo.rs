@@ -378,9 +378,8 @@ pub async fn run_worker() -> Result<(), DemoError> {
         "demo worker serving"
     );
     // SIGTERM: drain (see `drain`) instead of dying with the clients cut.
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| DemoError::Listen(format!("SIGTERM handler: {e}")))?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DemoError::Listen(format!("SIGTERM handler: {e}")))?;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
