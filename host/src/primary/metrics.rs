@@ -144,6 +144,14 @@ impl std::fmt::Debug for Sources {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A `WorkerStats` field as a metric: name, help, type, getter.
+type ReportedField = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&WorkerStats) -> u64,
+);
+
 /// Writes one metric family with one sample per label set.
 fn family(
     enc: &mut DescriptorEncoder,
@@ -504,7 +512,7 @@ impl Collector for Sources {
                 .filter_map(|(i, p)| p.stats.map(|s| (*i, s)))
                 .collect::<Vec<_>>()
         };
-        let fields: [(&str, &str, MetricType, fn(&WorkerStats) -> u64); 9] = [
+        let fields: [ReportedField; 9] = [
             (
                 "sio_worker_adapter_namespaces",
                 "Adapter instances (namespaces) in the worker.",

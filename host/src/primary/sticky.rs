@@ -1092,6 +1092,35 @@ mod tests {
         assert_eq!(r.route(None).unwrap().index, 0);
     }
 
+    #[tokio::test]
+    async fn retire_keeps_old_sessions_routed_and_new_ones_away() {
+        let r = Router::new(addrs(2), cfg(Balance::LeastConnection));
+        r.worker_up(0, 1);
+        r.worker_up(1, 2);
+        r.session_opened(0, "old");
+        let new_addr = SocketAddr::from(([127, 0, 0, 1], 20000));
+        let spare = r.retire(0, new_addr).unwrap();
+        assert_eq!(spare, 2, "a spare slot past the workers");
+        // The old process keeps its session; new sessions avoid it.
+        let old = r.route(Some("old")).unwrap();
+        assert_eq!((old.index, old.addr.port()), (spare, 10000));
+        assert_eq!(r.route(None).unwrap().index, 1);
+        // The new process of worker 0 comes up at the new address.
+        r.worker_up(0, 3);
+        r.set_draining(1, true);
+        let fresh = r.route(None).unwrap();
+        assert_eq!((fresh.index, fresh.addr), (0, new_addr));
+        // The old process's link closes: its slot and sessions are gone.
+        r.worker_down(0, 1);
+        assert_eq!(r.session_count(), 0);
+        assert_eq!(r.route(Some("old")).unwrap().index, 0);
+        // The spare is reused by the next retire.
+        r.set_draining(1, false);
+        assert_eq!(r.retire(1, new_addr), Some(spare));
+        r.restore(1, spare);
+        assert_eq!(r.route(None).map(|x| x.index), Some(0));
+    }
+
     #[test]
     fn query_and_sniff() {
         let q = Some("EIO=4&transport=polling&sid=abc_-1");
