@@ -238,6 +238,18 @@ struct ClusterArgs {
     /// connections (the host library's HandoffReceiver).
     #[arg(long)]
     handoff_websocket: bool,
+    /// Serve Prometheus metrics (text format) on ADDR at /metrics, e.g.
+    /// 127.0.0.1:9100; workers then report their adapter figures every
+    /// --metrics-interval (SIO_CLUSTER_STATS_INTERVAL).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Interval of the workers' reports for --metrics, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    metrics_interval: u64,
+    /// Write the primary's pid to FILE (removed on exit); `kill -HUP
+    /// "$(cat FILE)"` starts a rolling restart of the workers.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -261,6 +273,11 @@ struct HubArgs {
     /// Threads of the hub's async runtime.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Serve Prometheus metrics on ADDR at /metrics; also prints
+    /// SIO_CLUSTER_STATS_INTERVAL=5000 for the workers' environment, so
+    /// that they report their adapter figures.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn hub_config(max_frame: usize, max_queued_bytes: usize) -> HubConfig {
@@ -361,6 +378,7 @@ fn main() -> ExitCode {
                 token_file: args.token_file,
                 print_token: args.print_token,
                 hub: hub_config(args.max_frame, args.max_queued_bytes),
+                metrics: args.metrics,
             };
             match runtime.block_on(run_hub(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -415,6 +433,10 @@ fn run_cluster(
         backoff_max: Duration::from_secs(10),
         instance_memory: args.instance_memory,
         instance_cpu_ms: args.instance_cpu_ms,
+        metrics: args.metrics,
+        stats_interval: Duration::from_millis(args.metrics_interval),
+        pid_file: args.pid_file,
+        start_timeout: Duration::from_secs(60),
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,8 @@ function primaryArgs(workers, kind, extra) {
   const common = ["--workers", String(workers), "--port", "0", "--bind", "127.0.0.1",
     "--balance", "round-robin", "--grace-period", "2000", ...extra];
   if (kind === "rust") return ["demo", ...common];
+  // `run` with the worker command given in `extra` (after "--").
+  if (kind === "run") return ["run", ...common];
   ensureNodeHost();
   // Node workers cannot take the WebSocket handoff: `run` leaves it off.
   if (kind === "node") return ["run", ...common, "--", process.execPath, NODE_WORKER];

@@ -198,17 +198,47 @@ io.of(TENANTS).on("connection", (socket) => {
   onConnect(socket);
 });
 
+let server;
 try {
   // The demo page on every path but /socket.io/ (host/demo-page/, as the Rust demo).
-  await cluster.listen(io, { httpServer: pageServer() });
+  server = await cluster.listen(io, { httpServer: pageServer() });
 } catch (e) {
   fail(4, `cannot listen: ${e.message}`);
 }
 process.stderr.write(`demo worker serving worker=${worker} pid=${process.pid} runtime=node${recoveryMs ? ` recovery_ms=${recoveryMs}` : ""}\n`);
 
-for (const sig of ["SIGTERM", "SIGINT"]) {
-  process.once(sig, () => {
-    io.close();
-    process.exit(0);
-  });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The graceful drain (as the Rust demo's `drain`), within the primary's
+ * grace period (SIO_CLUSTER_GRACE): no new connections (the listener
+ * closes; a rolling restart routes no new session here); this worker's
+ * cluster requests in flight may finish (a quarter of the grace at most);
+ * then io.close(): every client's Engine.IO transport closes (the client
+ * sees `transport close` and reconnects to another worker) and every
+ * namespace's adapter closes (ADAPTER_CLOSE: the others forget its nodes at
+ * once); last the hub link is flushed.
+ */
+async function drain() {
+  const t0 = Date.now();
+  const grace = cluster.env.graceMs ?? 10_000;
+  process.stderr.write(`demo worker draining worker=${worker} pid=${process.pid}\n`);
+  server.close();
+  let settled = false;
+  for (const end = t0 + grace / 4; !settled && Date.now() < end; await sleep(10)) {
+    settled = cluster.workerStats().pendingRequests === 0;
+  }
+  io.close();
+  cluster.link.flush();
+  for (const end = Date.now() + 500; cluster.link.queuedBytes > 0 && Date.now() < end; ) await sleep(5);
+  // Let the transports' close frames go out.
+  await sleep(20);
+  process.stderr.write(`demo worker drained worker=${worker} settled=${settled} ms=${Date.now() - t0}\n`);
+  process.exit(0);
 }
+
+process.once("SIGTERM", drain);
+process.once("SIGINT", () => {
+  io.close();
+  process.exit(0);
+});

@@ -83,6 +83,48 @@ export class Cluster {
       if (this.exitOnClose) process.exit(LINK_CLOSED_EXIT_CODE);
     };
     link.start();
+    if (env.statsIntervalMs) {
+      this.statsTimer = setInterval(() => this.reportStats(), env.statsIntervalMs);
+      this.statsTimer.unref();
+    }
+  }
+
+  /**
+   * This process's adapter figures summed over its namespaces, as the Rust
+   * worker's `WasmCluster::worker_stats` (`WorkerStats` of the hub link).
+   */
+  workerStats() {
+    const w = { namespaces: 0, nodes: 0, sockets: 0, rooms: 0, pendingRequests: 0, framesIn: 0n, framesRejected: 0n, localDrops: 0, instanceRestarts: 0 };
+    for (const a of this.adapters.values()) {
+      w.namespaces++;
+      w.instanceRestarts += a.restarts;
+      // socket.io keeps the rooms (`room-owner.host`): count its own.
+      w.sockets += a.sids.size;
+      w.rooms += a.rooms.size;
+      let s = null;
+      try {
+        s = a.closed || a.broken ? null : a.stats().node;
+      } catch {
+        s = null;
+      }
+      if (s) {
+        w.nodes += s.nodes;
+        w.pendingRequests += s.pendingRequests;
+        w.framesIn += BigInt(s.framesIn);
+        w.framesRejected += BigInt(s.framesRejected);
+      }
+    }
+    return w;
+  }
+
+  /** Sends one WorkerStats report (see `workerStats`). */
+  reportStats() {
+    if (this.link.closed) return;
+    try {
+      this.link.workerStats(this.workerStats());
+    } catch {
+      this.counters.linkErrors++;
+    }
   }
 
   /** Milliseconds since this cluster started (the adapters' clock), as BigInt. */

@@ -10,10 +10,16 @@
 //   0x03 Send           worker -> hub  sender u64, target u64, nsp str, frame..
 //   0x04 SessionOpened  worker -> hub  sid str
 //   0x05 SessionClosed  worker -> hub  sid str
+//   0x06 WorkerStats    worker -> hub  version u16, count u16, count x u64
 //   0x81 Welcome        hub -> worker  version u16, worker u32
 //   0x82 Refused        hub -> worker  reason str
 //   0x83 Frame          hub -> worker  from u64, nsp str, frame..
 //   0x84 NodeDown       hub -> worker  uid u64, nsp str
+//
+// WorkerStats (the primary's metrics) carries WORKER_STATS_FIELDS in order;
+// it is additive (a later version appends fields, readers ignore the ones
+// they do not know) and sent only when SIO_CLUSTER_STATS_INTERVAL is set
+// (`run --metrics`), so a primary that predates it never receives it.
 import net from "node:net";
 import { readFileSync } from "node:fs";
 
@@ -26,6 +32,13 @@ export const DEFAULT_MAX_QUEUED = 64 * 1024 * 1024;
 export const MAX_STR = 0xffff;
 /** Exit code of a worker whose hub link closed (as `worker.rs`). */
 export const LINK_CLOSED_EXIT_CODE = 75;
+/** Version of the WorkerStats fields this package writes (`ipc::WORKER_STATS_VERSION`). */
+export const WORKER_STATS_VERSION = 1;
+/** The WorkerStats fields in wire order (`ipc::WorkerStats`). */
+export const WORKER_STATS_FIELDS = Object.freeze([
+  "namespaces", "nodes", "sockets", "rooms", "pendingRequests",
+  "framesIn", "framesRejected", "localDrops", "instanceRestarts",
+]);
 
 export const Kind = Object.freeze({
   HELLO: 0x01,
@@ -33,6 +46,7 @@ export const Kind = Object.freeze({
   SEND: 0x03,
   SESSION_OPENED: 0x04,
   SESSION_CLOSED: 0x05,
+  WORKER_STATS: 0x06,
   WELCOME: 0x81,
   REFUSED: 0x82,
   FRAME: 0x83,
@@ -102,6 +116,16 @@ export function encodeSession(opened, sid) {
   return frameOf(opened ? Kind.SESSION_OPENED : Kind.SESSION_CLOSED, 2 + s.length, (b, at) => {
     b.writeUInt16LE(s.length, at);
     s.copy(b, at + 2);
+  });
+}
+
+/** WorkerStats from `{ namespaces, nodes, ... }` (numbers or BigInts; missing fields are 0). */
+export function encodeWorkerStats(stats, { version = WORKER_STATS_VERSION, values } = {}) {
+  const vs = values ?? WORKER_STATS_FIELDS.map((f) => stats[f] ?? 0);
+  return frameOf(Kind.WORKER_STATS, 4 + 8 * vs.length, (b, at) => {
+    b.writeUInt16LE(version, at);
+    b.writeUInt16LE(vs.length, at + 2);
+    vs.forEach((v, i) => b.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), at + 4 + 8 * i));
   });
 }
 
@@ -261,6 +285,14 @@ export function decodeToHub(payload) {
       f.end();
       return { kind: kind === Kind.SESSION_OPENED ? "session-opened" : "session-closed", sid };
     }
+    case Kind.WORKER_STATS: {
+      const version = f.u16();
+      const count = f.u16();
+      const values = [];
+      for (let i = 0; i < count; i++) values.push(f.u64().toString());
+      f.end();
+      return { kind: "worker-stats", version, values };
+    }
     default:
       throw unknown(kind);
   }
@@ -388,6 +420,8 @@ export function workerEnv(env = process.env) {
     component: env.SIO_CLUSTER_COMPONENT || undefined,
     instanceMemory: env.SIO_CLUSTER_INSTANCE_MEMORY === undefined ? undefined : envInt(env, "SIO_CLUSTER_INSTANCE_MEMORY", undefined, { min: 1 }),
     instanceCpuMs: env.SIO_CLUSTER_INSTANCE_CPU_MS === undefined ? undefined : envInt(env, "SIO_CLUSTER_INSTANCE_CPU_MS", undefined, { min: 1 }),
+    statsIntervalMs: env.SIO_CLUSTER_STATS_INTERVAL === undefined ? undefined : envInt(env, "SIO_CLUSTER_STATS_INTERVAL", undefined, { min: 1 }),
+    graceMs: env.SIO_CLUSTER_GRACE === undefined ? undefined : envInt(env, "SIO_CLUSTER_GRACE", undefined),
   };
 }
 
@@ -592,6 +626,11 @@ export class HubLink {
 
   sessionClosed(sid) {
     this.#push(encodeSession(false, sid));
+  }
+
+  /** Reports adapter figures to the primary (only when SIO_CLUSTER_STATS_INTERVAL is set). */
+  workerStats(stats) {
+    this.#push(encodeWorkerStats(stats));
   }
 
   /** Closes the link (the hub sees this worker's nodes leave). */

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
   CodecError, decodeFromHub, decodeToHub, encodeFrame, encodeHello, encodeNodeDown, encodeRefused,
-  encodeRelay, encodeSession, encodeWelcome, FrameReader, workerEnv,
+  encodeRelay, encodeSession, encodeWelcome, encodeWorkerStats, FrameReader, workerEnv,
 } from "../src/link.js";
 
 const { vectors, default_max_frame: DEFAULT } = JSON.parse(readFileSync(new URL("./vectors/link.json", import.meta.url), "utf8"));
@@ -39,6 +39,7 @@ function encode(msg) {
     case "send": return encodeRelay(BigInt(msg.sender), BigInt(msg.target), msg.nsp, Buffer.from(msg.frame, "hex"));
     case "session-opened": return encodeSession(true, msg.sid);
     case "session-closed": return encodeSession(false, msg.sid);
+    case "worker-stats": return encodeWorkerStats(null, { version: msg.version, values: msg.values.map(BigInt) });
     case "welcome": return encodeWelcome(msg);
     case "refused": return encodeRefused(msg.reason);
     case "frame": return encodeFrame(BigInt(msg.from), msg.nsp, Buffer.from(msg.frame, "hex"));

@@ -12,12 +12,25 @@
 //! | `0x03` Send | worker -> hub | `sender u64, target u64, nsp str, frame..` |
 //! | `0x04` SessionOpened | worker -> hub | `sid str` |
 //! | `0x05` SessionClosed | worker -> hub | `sid str` |
+//! | `0x06` WorkerStats | worker -> hub | `version u16, count u16, count × u64` |
 //! | `0x81` Welcome | hub -> worker | `version u16, worker u32` |
 //! | `0x82` Refused | hub -> worker | `reason str` |
 //! | `0x83` Frame | hub -> worker | `from u64, nsp str, frame..` |
 //! | `0x84` NodeDown | hub -> worker | `uid u64, nsp str` |
 //!
 //! The first frame of a link is always Hello, answered by Welcome or Refused.
+//!
+//! **WorkerStats** (`0x06`, added after version 1 of the protocol, which it
+//! leaves at 1): a worker's adapter figures, for the primary's metrics. Its
+//! `count` u64 values are the fields of [`WorkerStats`] in their order
+//! (`namespaces, nodes, sockets, rooms, pending_requests, frames_in,
+//! frames_rejected, local_drops, instance_restarts`); `version` is
+//! [`WORKER_STATS_VERSION`]. It is additive: a later version only appends
+//! fields, a reader takes the fields it knows and ignores the rest, and
+//! fields a sender does not have read as 0. A worker sends it only when its
+//! environment has `SIO_CLUSTER_STATS_INTERVAL` (set by a primary that reads
+//! it, `run --metrics`), so a hub that predates it never receives it, and a
+//! worker that never sends it attaches as before.
 //! A frame whose length exceeds the configured maximum, an unknown kind, a
 //! truncated field or invalid UTF-8 is a [`CodecError`]; the hub disconnects the
 //! peer that sent it.
@@ -34,11 +47,77 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Longest string field (namespace, sid, token, reason) in bytes.
 pub const MAX_STR: usize = u16::MAX as usize;
 
+/// Version of the [`WorkerStats`] fields this build writes.
+pub const WORKER_STATS_VERSION: u16 = 1;
+
+/// Most values a `WorkerStats` frame this build writes may carry.
+pub const MAX_STATS_FIELDS: usize = 256;
+
+/// A worker's adapter figures (`WorkerStats`, kind `0x06`), summed over the
+/// namespaces (adapter instances) of the process. Counters count from the
+/// worker's start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Adapter instances (namespaces) in the process.
+    pub namespaces: u64,
+    /// Other live nodes each instance knows, summed over the instances.
+    pub nodes: u64,
+    /// Local sockets, summed over the namespaces.
+    pub sockets: u64,
+    /// Local rooms, summed over the namespaces.
+    pub rooms: u64,
+    /// Cluster requests waiting for answers (fetch-sockets, server-side
+    /// emit, broadcasts with acks).
+    pub pending_requests: u64,
+    /// Adapter frames the instances accepted.
+    pub frames_in: u64,
+    /// Adapter frames refused (malformed, oversize).
+    pub frames_rejected: u64,
+    /// Packets the server refused for a local socket (buffer full, closing).
+    pub local_drops: u64,
+    /// Instances replaced after a trap.
+    pub instance_restarts: u64,
+}
+
+impl WorkerStats {
+    /// The values in wire order.
+    pub fn values(&self) -> [u64; 9] {
+        [
+            self.namespaces,
+            self.nodes,
+            self.sockets,
+            self.rooms,
+            self.pending_requests,
+            self.frames_in,
+            self.frames_rejected,
+            self.local_drops,
+            self.instance_restarts,
+        ]
+    }
+
+    /// From values in wire order; missing ones are 0, extra ones ignored.
+    pub fn from_values(v: &[u64]) -> WorkerStats {
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        WorkerStats {
+            namespaces: at(0),
+            nodes: at(1),
+            sockets: at(2),
+            rooms: at(3),
+            pending_requests: at(4),
+            frames_in: at(5),
+            frames_rejected: at(6),
+            local_drops: at(7),
+            instance_restarts: at(8),
+        }
+    }
+}
+
 const K_HELLO: u8 = 0x01;
 const K_PUBLISH: u8 = 0x02;
 const K_SEND: u8 = 0x03;
 const K_SESSION_OPENED: u8 = 0x04;
 const K_SESSION_CLOSED: u8 = 0x05;
+const K_WORKER_STATS: u8 = 0x06;
 const K_WELCOME: u8 = 0x81;
 const K_REFUSED: u8 = 0x82;
 const K_FRAME: u8 = 0x83;
@@ -129,6 +208,13 @@ pub enum ToHub {
     SessionClosed {
         /// Engine.IO session id.
         sid: String,
+    },
+    /// The worker's adapter figures (see the module docs).
+    WorkerStats {
+        /// Version of the sender's field list.
+        version: u16,
+        /// The values, in wire order (a later version may send more).
+        values: Vec<u64>,
     },
 }
 
@@ -288,6 +374,16 @@ impl ToHub {
                 put_str(&mut b, sid);
                 finish(b)
             }
+            ToHub::WorkerStats { version, values } => {
+                let n = values.len().min(MAX_STATS_FIELDS);
+                let mut b = start(K_WORKER_STATS, 4 + 8 * n);
+                b.put_u16_le(*version);
+                b.put_u16_le(n as u16);
+                for v in &values[..n] {
+                    b.put_u64_le(*v);
+                }
+                finish(b)
+            }
         }
     }
 
@@ -337,6 +433,19 @@ impl ToHub {
                 let sid = get_str(&mut b)?;
                 end(&b)?;
                 ToHub::SessionClosed { sid }
+            }
+            K_WORKER_STATS => {
+                let version = get_u16(&mut b)?;
+                let n = get_u16(&mut b)? as usize;
+                if b.remaining() < 8 * n {
+                    return Err(CodecError::Truncated);
+                }
+                let mut values = Vec::with_capacity(n);
+                for _ in 0..n {
+                    values.push(get_u64(&mut b)?);
+                }
+                end(&b)?;
+                ToHub::WorkerStats { version, values }
             }
             other => return Err(CodecError::UnknownKind(other)),
         };
@@ -565,7 +674,7 @@ impl RelayHeader {
         let fixed = match kind {
             K_PUBLISH => 8,
             K_SEND => 16,
-            K_HELLO | K_SESSION_OPENED | K_SESSION_CLOSED => return Ok(None),
+            K_HELLO | K_SESSION_OPENED | K_SESSION_CLOSED | K_WORKER_STATS => return Ok(None),
             other => return Err(CodecError::UnknownKind(other)),
         };
         let head = rest.get(..fixed + 2).ok_or(CodecError::Truncated)?;
@@ -678,6 +787,14 @@ mod tests {
             },
             ToHub::SessionOpened { sid: "s1".into() },
             ToHub::SessionClosed { sid: "s1".into() },
+            ToHub::WorkerStats {
+                version: WORKER_STATS_VERSION,
+                values: WorkerStats::default().values().to_vec(),
+            },
+            ToHub::WorkerStats {
+                version: 9,
+                values: vec![u64::MAX; 12],
+            },
         ];
         for m in msgs {
             assert_eq!(ToHub::decode(payload(m.encode())).unwrap(), m);

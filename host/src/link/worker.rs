@@ -20,6 +20,8 @@
 //! | `SIO_CLUSTER_INSTANCE_MEMORY` | memory cap of each adapter instance in bytes (default 64 MiB) |
 //! | `SIO_CLUSTER_INSTANCE_CPU_MS` | CPU bound of one call into an adapter instance in ms (default 1000) |
 //! | `SIO_CLUSTER_MAX_QUEUED` | bytes each direction of the link may queue in this process (default 64 MiB), see below |
+//! | `SIO_CLUSTER_STATS_INTERVAL` | ms between the worker's `WorkerStats` reports to the primary (set by `run --metrics`; unset: never report), see [`crate::link::ipc`] |
+//! | `SIO_CLUSTER_GRACE` | ms the primary waits after SIGTERM before SIGKILL (`--grace-period`); a worker drains within it |
 //!
 //! **Link-close policy:** when the link to the hub closes (the primary exited or
 //! was killed, or the hub dropped this worker for a protocol error), the worker
@@ -166,6 +168,11 @@ pub struct WorkerEnv {
     /// `SIO_CLUSTER_MAX_QUEUED`; overrides [`LinkOptions::max_queued_bytes`]
     /// in [`WorkerLink::connect`] when set.
     pub max_queued: Option<usize>,
+    /// `SIO_CLUSTER_STATS_INTERVAL`: report `WorkerStats` this often (only
+    /// when set: the primary then reads them).
+    pub stats_interval: Option<Duration>,
+    /// `SIO_CLUSTER_GRACE`: time between the primary's SIGTERM and its SIGKILL.
+    pub grace: Option<Duration>,
 }
 
 fn var(name: &'static str) -> Result<Option<String>, LinkError> {
@@ -299,6 +306,11 @@ impl WorkerEnv {
                 },
                 None => None,
             },
+            stats_interval: positive("SIO_CLUSTER_STATS_INTERVAL")?
+                .map(|n| Duration::from_millis(n as u64)),
+            grace: var("SIO_CLUSTER_GRACE")?
+                .map(|v| parse::<u64>("SIO_CLUSTER_GRACE", &v).map(Duration::from_millis))
+                .transpose()?,
         })
     }
 
@@ -881,6 +893,16 @@ impl LinkSender {
         ipc::check_str(sid)?;
         self.push(ToHub::SessionClosed {
             sid: sid.to_string(),
+        })
+    }
+
+    /// Reports this worker's adapter figures to the primary (`WorkerStats`;
+    /// send it only when [`WorkerEnv::stats_interval`] is set: a primary
+    /// that predates it would drop the link).
+    pub fn worker_stats(&self, stats: &ipc::WorkerStats) -> Result<(), LinkError> {
+        self.push(ToHub::WorkerStats {
+            version: ipc::WORKER_STATS_VERSION,
+            values: stats.values().to_vec(),
         })
     }
 }

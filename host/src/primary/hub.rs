@@ -49,7 +49,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::link::ipc::{self, FrameReader, FromHub, RelayHeader, ToHub};
+use crate::link::ipc::{self, FrameReader, FromHub, RelayHeader, ToHub, WorkerStats};
 use crate::link::outq::{COPY_MAX, OutQueue};
 
 /// Identifies one attached link (unique for the life of the hub).
@@ -109,6 +109,13 @@ pub struct HubStats {
     pub frames_in: AtomicU64,
     /// Frames queued towards workers.
     pub frames_out: AtomicU64,
+    /// Bytes of the frames received from workers (after Hello, length
+    /// prefixes included).
+    pub bytes_in: AtomicU64,
+    /// Bytes of the relayed frames queued towards workers (prefixes included).
+    pub bytes_out: AtomicU64,
+    /// WorkerStats reports received.
+    pub worker_stats: AtomicU64,
     /// Publish frames relayed.
     pub published: AtomicU64,
     /// Send frames relayed to their target.
@@ -138,6 +145,12 @@ pub struct HubStatsSnapshot {
     pub frames_in: u64,
     /// See [`HubStats::frames_out`].
     pub frames_out: u64,
+    /// See [`HubStats::bytes_in`].
+    pub bytes_in: u64,
+    /// See [`HubStats::bytes_out`].
+    pub bytes_out: u64,
+    /// See [`HubStats::worker_stats`].
+    pub worker_stats: u64,
     /// See [`HubStats::published`].
     pub published: u64,
     /// See [`HubStats::sent`].
@@ -165,6 +178,9 @@ impl HubStats {
             detached: r(&self.detached),
             frames_in: r(&self.frames_in),
             frames_out: r(&self.frames_out),
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            worker_stats: r(&self.worker_stats),
             published: r(&self.published),
             sent: r(&self.sent),
             unknown_target: r(&self.unknown_target),
@@ -290,9 +306,29 @@ async fn closed(rx: &mut watch::Receiver<bool>) {
 
 struct Conn {
     index: u32,
+    pid: u32,
     out: Arc<OutQueue>,
     ctl: Arc<LinkCtl>,
     uids: HashMap<u64, String>,
+    /// The worker's last `WorkerStats` report.
+    stats: Option<WorkerStats>,
+}
+
+/// One attached worker link, as [`Hub::workers`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLinkView {
+    /// Link id.
+    pub conn: ConnId,
+    /// Worker index.
+    pub index: u32,
+    /// Worker pid (as the worker reported it).
+    pub pid: u32,
+    /// Bytes queued towards the worker and not yet written.
+    pub queued_bytes: u64,
+    /// Node uids the worker announced.
+    pub nodes: usize,
+    /// The worker's last `WorkerStats` report, if it sends them.
+    pub stats: Option<WorkerStats>,
 }
 
 #[derive(Default)]
@@ -328,6 +364,8 @@ enum Outcome {
 struct BatchStats {
     frames_in: u64,
     frames_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
     published: u64,
     sent: u64,
     unknown_target: u64,
@@ -355,6 +393,30 @@ impl Hub {
     /// Number of links that completed their Hello and are still open.
     pub fn attached_count(&self) -> usize {
         self.lock().conns.len()
+    }
+
+    /// Whether link `conn` completed its Hello and is still open.
+    pub fn is_attached(&self, conn: ConnId) -> bool {
+        self.lock().conns.contains_key(&conn)
+    }
+
+    /// Every attached worker link (one lock, for a metrics scrape).
+    pub fn workers(&self) -> Vec<WorkerLinkView> {
+        let st = self.lock();
+        let mut v: Vec<WorkerLinkView> = st
+            .conns
+            .iter()
+            .map(|(id, c)| WorkerLinkView {
+                conn: *id,
+                index: c.index,
+                pid: c.pid,
+                queued_bytes: c.out.queued.load(Ordering::Relaxed) as u64,
+                nodes: c.uids.len(),
+                stats: c.stats,
+            })
+            .collect();
+        v.sort_by_key(|w| (w.index, w.conn));
+        v
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -524,9 +586,11 @@ impl Hub {
             id,
             Conn {
                 index,
+                pid,
                 out,
                 ctl: ctl.clone(),
                 uids: HashMap::new(),
+                stats: None,
             },
         );
         bump(&self.inner.stats.attached);
@@ -687,6 +751,7 @@ impl Hub {
                 Err(e) => break self.protocol_error(id, index, &e),
             };
             n.frames_in += 1;
+            n.bytes_in += len as u64;
             let header = match RelayHeader::parse(&fr.peek_mut(len)[4..]) {
                 Ok(Some(h)) => h,
                 Ok(None) => {
@@ -726,6 +791,8 @@ impl Hub {
         for (counter, v) in [
             (&stats.frames_in, n.frames_in),
             (&stats.frames_out, n.frames_out),
+            (&stats.bytes_in, n.bytes_in),
+            (&stats.bytes_out, n.bytes_out),
             (&stats.published, n.published),
             (&stats.sent, n.sent),
             (&stats.unknown_target, n.unknown_target),
@@ -781,20 +848,23 @@ impl Hub {
                 buf.put_slice(&frame[5..13]);
                 buf.put_slice(&frame[13 + skip..]);
             };
+            let mut queued = 0;
             match target {
                 Some(conn) => {
                     n.sent += 1;
-                    n.frames_out += u64::from(self.push_with(conn, out_len, put));
+                    queued += u64::from(self.push_with(conn, out_len, put));
                 }
                 None => {
                     n.published += 1;
                     for (other_id, other) in st.conns.iter() {
                         if *other_id != id {
-                            n.frames_out += u64::from(self.push_with(other, out_len, put));
+                            queued += u64::from(self.push_with(other, out_len, put));
                         }
                     }
                 }
             }
+            n.frames_out += queued;
+            n.bytes_out += queued * out_len as u64;
             fr.consume(len);
             return;
         }
@@ -809,20 +879,23 @@ impl Hub {
         let mut owned = fr.take(len);
         bytes::Buf::advance(&mut owned, skip);
         let out = owned.freeze();
+        let mut queued = 0;
         match target {
             Some(conn) => {
                 n.sent += 1;
-                n.frames_out += u64::from(self.push(conn, out));
+                queued += u64::from(self.push(conn, out));
             }
             None => {
                 n.published += 1;
                 for (other_id, other) in st.conns.iter() {
                     if *other_id != id {
-                        n.frames_out += u64::from(self.push(other, out.clone()));
+                        queued += u64::from(self.push(other, out.clone()));
                     }
                 }
             }
         }
+        n.frames_out += queued;
+        n.bytes_out += queued * out_len as u64;
     }
 
     fn protocol_error(&self, id: ConnId, index: u32, e: &ipc::CodecError) -> Outcome {
@@ -849,6 +922,13 @@ impl Hub {
             }
             ToHub::SessionClosed { sid } => {
                 self.notify(HubEvent::SessionClosed { index, sid });
+                Outcome::Continue
+            }
+            ToHub::WorkerStats { values, .. } => {
+                bump(&self.inner.stats.worker_stats);
+                if let Some(c) = self.lock().conns.get_mut(&id) {
+                    c.stats = Some(WorkerStats::from_values(&values));
+                }
                 Outcome::Continue
             }
             // Relayed kinds are routed by `route_batch`; reaching here would

@@ -3,7 +3,8 @@
 //! - [`hub`]: the relay between workers' links, fast leave, backpressure;
 //! - [`sticky`]: the public port, sticky HTTP routing per request;
 //! - [`supervisor`]: spawns, restarts and stops workers (`run`);
-//! - [`standalone`]: the hub alone on a private Unix socket (`hub --socket`).
+//! - [`standalone`]: the hub alone on a private Unix socket (`hub --socket`);
+//! - [`metrics`]: Prometheus metrics of all of them (`--metrics ADDR`).
 //!
 //! Depends on [`crate::link`] only. The component is the workers' business;
 //! the CLI prepares it for them through one call,
@@ -11,6 +12,7 @@
 //! as environment variables ([`supervisor::RunConfig::worker_env`]).
 
 pub mod hub;
+pub mod metrics;
 pub mod standalone;
 pub mod sticky;
 pub mod supervisor;

@@ -37,6 +37,8 @@ pub struct StandaloneConfig {
     pub print_token: bool,
     /// Hub settings.
     pub hub: HubConfig,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the standalone hub could not start.
@@ -163,6 +165,17 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(create_err(&socket))?;
 
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(
+            crate::primary::metrics::bind(addr)
+                .await
+                .map_err(|source| StandaloneError::Create {
+                    path: PathBuf::from(addr.to_string()),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let token = generate_token()?;
     let token_file = config
         .token_file
@@ -190,11 +203,27 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
         if config.print_token {
             writeln!(out, "SIO_CLUSTER_TOKEN={token}")?;
         }
+        if metrics_listener.is_some() {
+            writeln!(out, "SIO_CLUSTER_STATS_INTERVAL=5000")?;
+        }
         out.flush()?;
     }
     info!(socket = %socket.display(), token_file = %token_file.display(), "hub listening");
 
     let hub = Hub::new(config.hub.clone(), None);
+    let metrics = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            info!(%addr, "metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(crate::primary::metrics::serve(
+            l,
+            crate::primary::metrics::Sources {
+                hub: hub.clone(),
+                router: None,
+                supervisor: None,
+            },
+        ))
+    });
     let token: Arc<str> = Arc::from(token.as_str());
     let serve = {
         let hub = hub.clone();
@@ -208,6 +237,9 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
         _ = sigint.recv() => info!("SIGINT received, stopping hub"),
     }
     serve.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     hub.detach_all();
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&token_file);

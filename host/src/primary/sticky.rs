@@ -126,6 +126,16 @@ pub struct StickyStats {
     pub sniffed_sessions: AtomicU64,
     /// Sessions reported by workers.
     pub reported_sessions: AtomicU64,
+    /// Responses by status class: 1xx (upgrades, handoffs), 2xx, 3xx, 4xx, 5xx.
+    pub status_classes: [AtomicU64; 5],
+}
+
+impl StickyStats {
+    /// Counts one response of `status` in its class.
+    pub fn count_status(&self, status: StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        bump(&self.status_classes[class]);
+    }
 }
 
 fn bump(a: &AtomicU64) {
@@ -142,6 +152,9 @@ struct Session {
 struct Slot {
     addr: SocketAddr,
     up: bool,
+    /// Takes no new sessions (a rolling restart replaces it); its sessions
+    /// are still routed to it.
+    draining: bool,
     conn: Option<ConnId>,
     generation: u64,
     sessions: usize,
@@ -178,6 +191,9 @@ pub struct Route {
 /// Session table, worker liveness and balancing; also the proxy's HTTP client.
 pub struct Router {
     config: StickyConfig,
+    /// Slots of the workers (indexes `0..workers`); more are spares for
+    /// rolling restarts ([`Router::retire`]).
+    workers: usize,
     state: Mutex<RouterState>,
     stats: StickyStats,
     client: Client<HttpConnector, Incoming>,
@@ -194,11 +210,13 @@ impl Router {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector);
+        let workers = addrs.len();
         let slots = addrs
             .into_iter()
             .map(|addr| Slot {
                 addr,
                 up: false,
+                draining: false,
                 conn: None,
                 generation: 0,
                 sessions: 0,
@@ -209,6 +227,7 @@ impl Router {
             .collect();
         Arc::new(Router {
             config,
+            workers,
             state: Mutex::new(RouterState {
                 slots,
                 sessions: HashMap::new(),
@@ -256,22 +275,114 @@ impl Router {
         }
     }
 
-    /// Marks worker `index` down (if `conn` is its current link) and forgets
-    /// its sessions.
+    /// Marks the slot of link `conn` down (worker `index`'s, or the slot
+    /// it was retired to) and forgets its sessions.
     pub fn worker_down(&self, index: usize, conn: ConnId) {
         let mut st = self.lock();
-        let Some(slot) = st.slots.get_mut(index) else {
-            return;
+        let index = if st.slots.get(index).is_some_and(|s| s.conn == Some(conn)) {
+            index
+        } else {
+            match st.slots.iter().position(|s| s.conn == Some(conn)) {
+                Some(i) => i,
+                None => return,
+            }
         };
-        if slot.conn != Some(conn) {
-            return;
-        }
+        let slot = &mut st.slots[index];
         slot.up = false;
         slot.conn = None;
         slot.generation += 1;
         slot.sessions = 0;
         slot.anon_tunnels = 0;
         st.sessions.retain(|_, s| s.worker != index);
+    }
+
+    /// Stops sending new sessions to slot `index` (`true`) or starts again.
+    pub fn set_draining(&self, index: usize, draining: bool) {
+        if let Some(slot) = self.lock().slots.get_mut(index) {
+            slot.draining = draining;
+        }
+    }
+
+    /// Moves worker `index` (its link, sessions and handoff socket) to a
+    /// spare slot that takes no new sessions, and leaves slot `index` down
+    /// and empty at `new_addr`, for the process replacing it. Returns the
+    /// spare slot (give it to [`Router::restore`] to undo).
+    pub fn retire(&self, index: usize, new_addr: SocketAddr) -> Option<usize> {
+        let mut st = self.lock();
+        let slot = st.slots.get_mut(index)?;
+        let fresh = Slot {
+            addr: new_addr,
+            up: false,
+            draining: false,
+            conn: None,
+            generation: slot.generation + 1,
+            sessions: 0,
+            pending: 0,
+            anon_tunnels: 0,
+            handoff: None,
+        };
+        let mut old = std::mem::replace(slot, fresh);
+        old.draining = true;
+        // A spare slot is one past the workers' that is down and empty.
+        let spare = match (self.workers..st.slots.len())
+            .find(|&i| !st.slots[i].up && st.slots[i].conn.is_none())
+        {
+            Some(i) => i,
+            None => {
+                st.slots.push(Slot {
+                    addr: old.addr,
+                    up: false,
+                    draining: true,
+                    conn: None,
+                    generation: 0,
+                    sessions: 0,
+                    pending: 0,
+                    anon_tunnels: 0,
+                    handoff: None,
+                });
+                st.slots.len() - 1
+            }
+        };
+        old.generation = old.generation.max(st.slots[spare].generation) + 1;
+        st.slots[spare] = old;
+        for s in st.sessions.values_mut() {
+            if s.worker == index {
+                s.worker = spare;
+            }
+        }
+        Some(spare)
+    }
+
+    /// Undoes [`Router::retire`]: the process in slot `spare` serves as
+    /// worker `index` again (taking new sessions), the spare is freed.
+    pub fn restore(&self, index: usize, spare: usize) {
+        let mut st = self.lock();
+        if index >= st.slots.len() || spare >= st.slots.len() || index == spare {
+            return;
+        }
+        let addr = st.slots[spare].addr;
+        let free = Slot {
+            addr,
+            up: false,
+            draining: true,
+            conn: None,
+            generation: st.slots[spare].generation + 1,
+            sessions: 0,
+            pending: 0,
+            anon_tunnels: 0,
+            handoff: None,
+        };
+        let mut back = std::mem::replace(&mut st.slots[spare], free);
+        back.draining = false;
+        back.generation = back.generation.max(st.slots[index].generation) + 1;
+        // Sessions the replacement opened meanwhile are forgotten with it.
+        st.sessions.retain(|_, s| s.worker != index);
+        st.slots[index] = back;
+        for s in st.sessions.values_mut() {
+            if s.worker == spare {
+                s.worker = index;
+            }
+        }
     }
 
     fn insert_session(&self, st: &mut RouterState, index: usize, sid: &str, reported: bool) {
@@ -387,7 +498,8 @@ impl Router {
 
     fn balance(&self, st: &mut RouterState) -> Option<usize> {
         let n = st.slots.len();
-        let live: Vec<usize> = (0..n).filter(|&i| st.slots[i].up).collect();
+        let open = |s: &Slot| s.up && !s.draining;
+        let live: Vec<usize> = (0..n).filter(|&i| open(&st.slots[i])).collect();
         if live.is_empty() {
             return None;
         }
@@ -395,7 +507,9 @@ impl Router {
             Balance::LeastConnection => live.into_iter().min_by_key(|&i| (st.slots[i].load(), i)),
             Balance::RoundRobin => {
                 let start = st.rr_next % n;
-                let pick = (0..n).map(|k| (start + k) % n).find(|&i| st.slots[i].up)?;
+                let pick = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| open(&st.slots[i]))?;
                 st.rr_next = pick + 1;
                 Some(pick)
             }
@@ -727,7 +841,16 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc_router = router.clone();
-    let service = service_fn(move |req| handle(svc_router.clone(), peer, req));
+    let service = service_fn(move |req| {
+        let router = svc_router.clone();
+        async move {
+            let resp = handle(router.clone(), peer, req).await;
+            if let Ok(r) = &resp {
+                router.stats.count_status(r.status());
+            }
+            resp
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(router.config.header_read_timeout)
@@ -819,6 +942,7 @@ async fn serve_with_handoff(
             Ok(Ok(())) => {
                 bump(&router.stats.handoffs);
                 bump(&router.stats.requests);
+                router.stats.count_status(StatusCode::SWITCHING_PROTOCOLS);
                 debug!(%peer, worker = route.index, "websocket handed off");
                 if sid.is_none() {
                     // A new session the primary will not see again: count it
@@ -975,6 +1099,35 @@ mod tests {
         assert_eq!(r.session_count(), 0);
         // Counts went back to zero: the next pick is worker 0 again.
         assert_eq!(r.route(None).unwrap().index, 0);
+    }
+
+    #[tokio::test]
+    async fn retire_keeps_old_sessions_routed_and_new_ones_away() {
+        let r = Router::new(addrs(2), cfg(Balance::LeastConnection));
+        r.worker_up(0, 1);
+        r.worker_up(1, 2);
+        r.session_opened(0, "old");
+        let new_addr = SocketAddr::from(([127, 0, 0, 1], 20000));
+        let spare = r.retire(0, new_addr).unwrap();
+        assert_eq!(spare, 2, "a spare slot past the workers");
+        // The old process keeps its session; new sessions avoid it.
+        let old = r.route(Some("old")).unwrap();
+        assert_eq!((old.index, old.addr.port()), (spare, 10000));
+        assert_eq!(r.route(None).unwrap().index, 1);
+        // The new process of worker 0 comes up at the new address.
+        r.worker_up(0, 3);
+        r.set_draining(1, true);
+        let fresh = r.route(None).unwrap();
+        assert_eq!((fresh.index, fresh.addr), (0, new_addr));
+        // The old process's link closes: its slot and sessions are gone.
+        r.worker_down(0, 1);
+        assert_eq!(r.session_count(), 0);
+        assert_eq!(r.route(Some("old")).unwrap().index, 0);
+        // The spare is reused by the next retire.
+        r.set_draining(1, false);
+        assert_eq!(r.retire(1, new_addr), Some(spare));
+        r.restore(1, spare);
+        assert_eq!(r.route(None).map(|x| x.index), Some(0));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The `run` primary: spawns and restarts workers, runs the hub and the sticky
 //! public listener, and stops everything on SIGTERM / SIGINT.
 //!
-//! Per worker `i` the primary makes, once for the life of the primary:
+//! Per worker `i` the primary makes, once (and again at each rolling restart):
 //! * a loopback TCP listener `127.0.0.1:<free port>`, inherited by every
 //!   incarnation of worker `i` as fd 4 (`SIO_CLUSTER_LISTEN_FD=4`,
-//!   `SIO_CLUSTER_LISTEN=127.0.0.1:<port>`); the port never changes across
-//!   restarts and connections queue in its backlog while a worker restarts;
+//!   `SIO_CLUSTER_LISTEN=127.0.0.1:<port>`); the port does not change when a
+//!   worker restarts and connections queue in its backlog meanwhile;
 //!
 //! and per spawn:
 //! * a fresh Unix socketpair, the child's end inherited as fd 3
@@ -14,7 +14,9 @@
 //! * `SIO_CLUSTER_WORKER=i`, `SIO_CLUSTER_WORKERS=N`,
 //!   `SIO_CLUSTER_HEARTBEAT_INTERVAL`, `SIO_CLUSTER_HEARTBEAT_TIMEOUT`,
 //!   `SIO_CLUSTER_INSTANCE_MEMORY`, `SIO_CLUSTER_INSTANCE_CPU_MS` (when set),
-//!   `SIO_CLUSTER_MAX_FRAME`;
+//!   `SIO_CLUSTER_MAX_FRAME`, `SIO_CLUSTER_GRACE` (the grace period, ms), and
+//!   with `--metrics` `SIO_CLUSTER_STATS_INTERVAL` (workers then report their
+//!   adapter figures, see [`crate::primary::metrics`]);
 //! * with `--handoff-websocket`, a `SOCK_SEQPACKET` socketpair for
 //!   WebSocket handoff, the child's end as fd 5 (`SIO_CLUSTER_HANDOFF=fd:5`,
 //!   see [`crate::link::handoff`]);
@@ -32,6 +34,20 @@
 //! second signal kills at once. The primary must be spawned from a thread that
 //! outlives the workers (PR_SET_PDEATHSIG fires when the forking *thread*
 //! exits): `run` spawns from the runtime's own threads only.
+//!
+//! **Rolling restart** (SIGHUP): the workers are replaced one at a time, in
+//! index order. For worker `i`: a new private listener; the running process
+//! moves to a spare routing slot of the sticky router (its sessions keep
+//! being routed to it, no new session goes there) and the new process starts
+//! on the new listener as worker `i`; once it is attached to the hub and an
+//! HTTP request on its listener gets an answer, the old process gets SIGTERM
+//! (it drains: see `sioxide::demo::drain`), then SIGKILL after the grace
+//! period. Once the first new worker serves, the old generation takes no
+//! new sessions. A new worker that exits, does not serve within
+//! [`RunConfig::start_timeout`] or cannot be spawned is killed, the old one
+//! goes back to its slot, and the roll stops there (logged `rolling restart
+//! stopped`); the workers not replaced serve on. A SIGHUP during a roll is
+//! ignored (logged).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -39,12 +55,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::link::handoff::{HandoffSender, handoff_pair};
 use crate::primary::hub::{Attach, DropReason, Hub, HubConfig, HubObserver};
+use crate::primary::metrics::{self, ExitCause, SupervisorStats};
 use crate::primary::sticky::{self, Router, StickyConfig};
 
 /// Fd number of the hub link in a worker.
@@ -84,6 +104,15 @@ pub struct RunConfig {
     /// More environment for every worker (e.g. the compiled component,
     /// `SIO_CLUSTER_COMPILED*`, prepared by the CLI); opaque here.
     pub worker_env: Vec<(String, OsString)>,
+    /// Serve Prometheus metrics on this address (`--metrics`); workers then
+    /// report their adapter figures every `stats_interval`.
+    pub metrics: Option<SocketAddr>,
+    /// Interval of the workers' `WorkerStats` reports (with `metrics`).
+    pub stats_interval: Duration,
+    /// Write the primary's pid here (removed on exit), for `kill -HUP`.
+    pub pid_file: Option<PathBuf>,
+    /// How long a rolling restart waits for a new worker to serve.
+    pub start_timeout: Duration,
 }
 
 /// Why `run` failed.
@@ -138,13 +167,70 @@ struct Spawned {
     pid: Option<u32>,
 }
 
+/// A request to a worker's task.
+enum Cmd {
+    /// Replace the running process (rolling restart); the answer says
+    /// whether the new one serves.
+    Replace(oneshot::Sender<Result<(), String>>),
+}
+
 struct WorkerCtx {
     index: usize,
     config: Arc<RunConfig>,
+    /// The private listener the next process of this worker inherits.
     listener: Arc<std::net::TcpListener>,
     listen_addr: SocketAddr,
     hub: Hub,
     router: Arc<Router>,
+    stats: Arc<SupervisorStats>,
+}
+
+/// A loopback listener for a worker (accepted sockets inherit TCP_NODELAY).
+fn worker_listener() -> Result<(Arc<std::net::TcpListener>, SocketAddr), RunError> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let l = std::net::TcpListener::bind(loopback).map_err(|source| RunError::Listen {
+        addr: loopback,
+        source,
+    })?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux): the
+    // worker's side of every proxied connection then sends without Nagle
+    // delays, whatever HTTP server the worker runs.
+    if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&l, true) {
+        warn!(error = %e, "cannot set TCP_NODELAY on a worker listener");
+    }
+    let addr = l.local_addr()?;
+    Ok((Arc::new(l), addr))
+}
+
+/// Why a process of a worker ended, from its wait status.
+fn cause_of(status: &std::io::Result<std::process::ExitStatus>) -> ExitCause {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) if s.signal().is_some() => ExitCause::Signaled,
+        _ => ExitCause::Exited,
+    }
+}
+
+/// Whether an HTTP server answers on `addr`: a request for an unknown
+/// Engine.IO session, which every Engine.IO server answers (400) without
+/// creating one.
+async fn http_answers(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!(
+            "GET /socket.io/?EIO=4&transport=polling&sid=sio-cluster-probe HTTP/1.1\r\n\
+             Host: {addr}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1."))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(true))
+    )
 }
 
 impl WorkerCtx {
@@ -181,6 +267,8 @@ impl WorkerCtx {
                 cfg.heartbeat_timeout_ms.to_string(),
             )
             .env("SIO_CLUSTER_MAX_FRAME", cfg.hub.max_frame.to_string())
+            .env("SIO_CLUSTER_GRACE", cfg.grace.as_millis().to_string())
+            .env_remove("SIO_CLUSTER_STATS_INTERVAL")
             .env_remove("SIO_CLUSTER_HANDOFF")
             .env_remove("SIO_CLUSTER_TOKEN")
             .env_remove("SIO_CLUSTER_TOKEN_FILE")
@@ -192,6 +280,12 @@ impl WorkerCtx {
             .kill_on_drop(true);
         if handoff.is_some() {
             cmd.env("SIO_CLUSTER_HANDOFF", format!("fd:{CHILD_HANDOFF_FD}"));
+        }
+        if cfg.metrics.is_some() {
+            cmd.env(
+                "SIO_CLUSTER_STATS_INTERVAL",
+                cfg.stats_interval.as_millis().max(1).to_string(),
+            );
         }
         if let Some(m) = cfg.instance_memory {
             cmd.env("SIO_CLUSTER_INSTANCE_MEMORY", m.to_string());
@@ -253,28 +347,61 @@ impl WorkerCtx {
         Ok(Spawned { child, conn, pid })
     }
 
-    /// Spawns, waits, restarts until shutdown.
-    async fn supervise(self, first: Spawned, mut stop: watch::Receiver<Stop>) {
+    fn counters(&self) -> &crate::primary::metrics::WorkerCounters {
+        &self.stats.workers[self.index]
+    }
+
+    /// Spawns, waits, restarts until shutdown; replaces the process when a
+    /// rolling restart asks.
+    async fn supervise(
+        mut self,
+        first: Spawned,
+        mut stop: watch::Receiver<Stop>,
+        mut cmds: mpsc::Receiver<Cmd>,
+    ) {
         let mut current = Some(first);
         let mut backoff = self.config.backoff_min;
         loop {
             let Some(mut sp) = current.take() else {
                 break;
             };
-            let started = Instant::now();
+            let mut started = Instant::now();
             info!(worker = self.index, pid = sp.pid, "worker started");
             enum Ended {
                 Exited(std::io::Result<std::process::ExitStatus>),
                 Dropped(DropReason),
                 Stop,
             }
-            let ended = tokio::select! {
-                s = sp.child.wait() => Ended::Exited(s),
-                r = self.hub.dropped(sp.conn) => Ended::Dropped(r),
-                _ = wait_stop(&mut stop, Stop::Graceful) => Ended::Stop,
+            let ended = loop {
+                let cmd = tokio::select! {
+                    s = sp.child.wait() => break Ended::Exited(s),
+                    r = self.hub.dropped(sp.conn) => break Ended::Dropped(r),
+                    _ = wait_stop(&mut stop, Stop::Graceful) => break Ended::Stop,
+                    Some(cmd) = cmds.recv() => cmd,
+                };
+                let Cmd::Replace(reply) = cmd;
+                match self.replace(&mut sp, &mut stop).await {
+                    Ok(new) => {
+                        let _ = reply.send(Ok(()));
+                        sp = new;
+                        started = Instant::now();
+                        backoff = self.config.backoff_min;
+                        info!(
+                            worker = self.index,
+                            pid = sp.pid,
+                            "worker started (rolling restart)"
+                        );
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             };
             let status = match ended {
-                Ended::Exited(s) => s,
+                Ended::Exited(s) => {
+                    self.counters().exited(cause_of(&s));
+                    s
+                }
                 Ended::Dropped(reason) => {
                     warn!(
                         worker = self.index,
@@ -282,12 +409,17 @@ impl WorkerCtx {
                         %reason,
                         "hub dropped the worker's link, killing the worker"
                     );
+                    self.counters().exited(match reason {
+                        DropReason::Protocol => ExitCause::ProtocolError,
+                        DropReason::QueueOverflow => ExitCause::QueueOverflow,
+                    });
                     Self::signal_group(&sp, libc::SIGKILL);
                     let _ = sp.child.start_kill();
                     sp.child.wait().await
                 }
                 Ended::Stop => {
                     self.stop_child(&mut sp, &mut stop).await;
+                    self.counters().exited(ExitCause::Shutdown);
                     break;
                 }
             };
@@ -310,14 +442,25 @@ impl WorkerCtx {
                 restart_in_ms = backoff.as_millis() as u64,
                 "worker exited, restarting"
             );
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = wait_stop(&mut stop, Stop::Graceful) => break,
+            // A rolling restart that reaches this worker while it waits to
+            // restart has nothing to replace: the restart starts the new
+            // command anyway.
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    _ = wait_stop(&mut stop, Stop::Graceful) => return,
+                    Some(Cmd::Replace(reply)) = cmds.recv() => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
             }
             backoff = (backoff * 2).min(self.config.backoff_max);
             loop {
                 match self.spawn() {
                     Ok(sp) => {
+                        self.counters().restarts.fetch_add(1, Ordering::Relaxed);
                         current = Some(sp);
                         break;
                     }
@@ -334,6 +477,83 @@ impl WorkerCtx {
         }
     }
 
+    /// Rolling restart of this worker: starts the new process on a new
+    /// private listener (the old process keeps its sessions meanwhile, in a
+    /// spare routing slot that takes no new ones), waits until it is
+    /// attached to the hub and its listener answers, then drains and stops
+    /// the old one. On failure the new process is killed and the old one
+    /// serves as before.
+    async fn replace(
+        &mut self,
+        old: &mut Spawned,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> Result<Spawned, String> {
+        let (listener, addr) = worker_listener().map_err(|e| e.to_string())?;
+        let Some(spare) = self.router.retire(self.index, addr) else {
+            return Err(format!("no routing slot for worker {}", self.index));
+        };
+        let old_listener = std::mem::replace(&mut self.listener, listener);
+        let old_addr = std::mem::replace(&mut self.listen_addr, addr);
+        let mut new = match self.spawn() {
+            Ok(sp) => sp,
+            Err(e) => {
+                self.listener = old_listener;
+                self.listen_addr = old_addr;
+                self.router.restore(self.index, spare);
+                return Err(format!("cannot start the new worker: {e}"));
+            }
+        };
+        self.counters().replacements.fetch_add(1, Ordering::Relaxed);
+        info!(
+            worker = self.index,
+            pid = new.pid,
+            old_pid = old.pid,
+            "rolling restart: new worker started"
+        );
+        let (hub, conn) = (self.hub.clone(), new.conn);
+        let ready = async move {
+            while !hub.is_attached(conn) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while !http_answers(addr).await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let failure = tokio::select! {
+            _ = ready => None,
+            s = new.child.wait() => Some(format!(
+                "the new worker exited before it served ({})",
+                s.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            )),
+            _ = tokio::time::sleep(self.config.start_timeout) => Some(format!(
+                "the new worker did not serve within {} ms",
+                self.config.start_timeout.as_millis()
+            )),
+            _ = wait_stop(stop, Stop::Graceful) => Some("shutting down".to_string()),
+        };
+        if let Some(why) = failure {
+            Self::signal_group(&new, libc::SIGKILL);
+            let _ = new.child.start_kill();
+            let s = new.child.wait().await;
+            self.counters().exited(cause_of(&s));
+            self.hub.detach(new.conn);
+            self.listener = old_listener;
+            self.listen_addr = old_addr;
+            self.router.restore(self.index, spare);
+            return Err(why);
+        }
+        info!(
+            worker = self.index,
+            pid = new.pid,
+            old_pid = old.pid,
+            "rolling restart: new worker serving, draining the old one"
+        );
+        self.stop_child(old, stop).await;
+        self.counters().exited(ExitCause::Replaced);
+        drop(old_listener);
+        Ok(new)
+    }
+
     /// Signals the worker's process group (the worker leads it; it is not yet
     /// reaped, so the group id cannot have been reused).
     fn signal_group(sp: &Spawned, sig: libc::c_int) {
@@ -343,6 +563,7 @@ impl WorkerCtx {
         }
     }
 
+    /// SIGTERM (the worker drains), SIGKILL after the grace period.
     async fn stop_child(&self, sp: &mut Spawned, stop: &mut watch::Receiver<Stop>) {
         Self::signal_group(sp, libc::SIGTERM);
         let graceful = *stop.borrow() != Stop::Force;
@@ -368,12 +589,77 @@ impl WorkerCtx {
     }
 }
 
+/// The rolling restart (SIGHUP): each worker in turn, one at a time; once
+/// the first new worker serves, the old generation takes no new sessions.
+/// A new worker that does not start stops the roll; the workers not yet
+/// replaced serve as before.
+async fn roll(cmds: Vec<mpsc::Sender<Cmd>>, router: Arc<Router>, stats: Arc<SupervisorStats>) {
+    stats.roll_running.store(1, Ordering::Relaxed);
+    let n = cmds.len();
+    info!(
+        workers = n,
+        "rolling restart: replacing the workers one at a time"
+    );
+    let t0 = Instant::now();
+    let mut outcome = Ok(());
+    for (i, tx) in cmds.iter().enumerate() {
+        let (reply, answer) = oneshot::channel();
+        if tx.send(Cmd::Replace(reply)).await.is_err() {
+            outcome = Err((i, "shutting down".to_string()));
+            break;
+        }
+        match answer.await {
+            Ok(Ok(())) => {
+                info!(worker = i, "rolling restart: worker replaced");
+                if i == 0 {
+                    for j in 1..n {
+                        router.set_draining(j, true);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                outcome = Err((i, e));
+                break;
+            }
+            Err(_) => {
+                outcome = Err((i, "shutting down".to_string()));
+                break;
+            }
+        }
+    }
+    match outcome {
+        Ok(()) => {
+            stats.rolls_completed.fetch_add(1, Ordering::Relaxed);
+            info!(
+                workers = n,
+                ms = t0.elapsed().as_millis() as u64,
+                "rolling restart done"
+            );
+        }
+        Err((i, e)) => {
+            for j in i + 1..n {
+                router.set_draining(j, false);
+            }
+            stats.rolls_failed.fetch_add(1, Ordering::Relaxed);
+            error!(
+                worker = i,
+                error = %e,
+                replaced = i,
+                "rolling restart stopped: the new worker did not start; the workers not \
+                 replaced keep serving"
+            );
+        }
+    }
+    stats.roll_running.store(0, Ordering::Relaxed);
+}
+
 async fn wait_stop(stop: &mut watch::Receiver<Stop>, level: Stop) {
     // An error means the sender is gone: treat as "stop now".
     let _ = stop.wait_for(|s| *s >= level).await;
 }
 
-/// Runs the primary until SIGTERM / SIGINT; returns when every worker is gone.
+/// Runs the primary until SIGTERM / SIGINT; returns when every worker is
+/// gone. SIGHUP starts a rolling restart.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     if config.workers == 0 {
         return Err(RunError::Config("--workers must be at least 1".into()));
@@ -390,31 +676,31 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             source,
         })?;
     let public_addr = public.local_addr()?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| RunError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
 
     let mut listeners = Vec::with_capacity(config.workers);
     let mut addrs = Vec::with_capacity(config.workers);
     for _ in 0..config.workers {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let l = std::net::TcpListener::bind(loopback).map_err(|source| RunError::Listen {
-            addr: loopback,
-            source,
-        })?;
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux): the
-        // worker's side of every proxied connection then sends without Nagle
-        // delays, whatever HTTP server the worker runs.
-        if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&l, true) {
-            warn!(error = %e, "cannot set TCP_NODELAY on a worker listener");
-        }
-        addrs.push(l.local_addr()?);
-        listeners.push(Arc::new(l));
+        let (l, addr) = worker_listener()?;
+        addrs.push(addr);
+        listeners.push(l);
     }
 
     let router = Router::new(addrs.clone(), config.sticky.clone());
     let observer: Arc<dyn HubObserver> = router.clone();
     let hub = Hub::new(config.hub.clone(), Some(observer));
+    let stats = Arc::new(SupervisorStats::new(config.workers));
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let mut tasks = Vec::new();
+    let mut cmds = Vec::new();
     for (index, (listener, addr)) in listeners.into_iter().zip(addrs).enumerate() {
         let ctx = WorkerCtx {
             index,
@@ -423,6 +709,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             listen_addr: addr,
             hub: hub.clone(),
             router: router.clone(),
+            stats: stats.clone(),
         };
         let first = ctx.spawn().map_err(|source| RunError::Spawn {
             command: config.command[0].clone(),
@@ -439,7 +726,9 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
                 return Err(e);
             }
         };
-        tasks.push(tokio::spawn(ctx.supervise(first, stop_rx.clone())));
+        let (tx, rx) = mpsc::channel(1);
+        cmds.push(tx);
+        tasks.push(tokio::spawn(ctx.supervise(first, stop_rx.clone(), rx)));
     }
     info!(
         %public_addr,
@@ -447,18 +736,58 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         balance = ?config.sticky.balance,
         "sio-cluster-host listening"
     );
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            info!(%addr, "metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(metrics::serve(
+            l,
+            metrics::Sources {
+                hub: hub.clone(),
+                router: Some(router.clone()),
+                supervisor: Some(stats.clone()),
+            },
+        ))
+    });
+    if let Some(path) = &config.pid_file
+        && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
+    {
+        warn!(path = %path.display(), error = %e, "cannot write the pid file");
+    }
 
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let http = tokio::spawn(sticky::serve(public, router.clone(), http_stop_rx));
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM received, stopping workers"),
-        _ = sigint.recv() => info!("SIGINT received, stopping workers"),
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut rolling: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => {
+                info!("SIGTERM received, stopping workers");
+                break;
+            }
+            _ = sigint.recv() => {
+                info!("SIGINT received, stopping workers");
+                break;
+            }
+            _ = sighup.recv() => {
+                if rolling.as_ref().is_some_and(|t| !t.is_finished()) {
+                    warn!("SIGHUP received during a rolling restart: ignored");
+                } else {
+                    info!("SIGHUP received, rolling restart");
+                    rolling = Some(tokio::spawn(roll(cmds.clone(), router.clone(), stats.clone())));
+                }
+            }
+        }
     }
     let _ = http_stop_tx.send(true);
     let _ = stop_tx.send(Stop::Graceful);
+    if let Some(r) = rolling {
+        r.abort();
+    }
 
     let all = async {
         for t in tasks {
@@ -481,6 +810,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     }
     hub.detach_all();
     let _ = http.await;
+    if let Some(m) = metrics_task {
+        m.abort();
+    }
+    if let Some(path) = &config.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     let stats = hub.stats();
     info!(?stats, "primary stopped");
     Ok(())

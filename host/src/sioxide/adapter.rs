@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::Error;
 use super::acks::{AckItem, AckStream, ClusterAcks};
-use super::cluster::{Counters, ServerReply, Space, WasmCluster};
+use super::cluster::{Counters, ServerReply, Space, SpaceStats, WasmCluster};
 use super::convert::{
     bytes_to_value, decode_packet, encode_packet, opts_from_sx, opts_to_sx, uid_to_server,
     value_to_bytes,
@@ -604,6 +604,24 @@ impl<E: SocketEmitter<AckError = AckError>> Space for WasmClusterAdapter<E> {
     fn server_count(&self) -> Result<u32, Error> {
         let core = self.core()?;
         self.call(core, |n, _| n.server_count())
+    }
+
+    fn stats(&self) -> Option<SpaceStats> {
+        let core = self.core().ok()?;
+        let node = self.call(core, |n, _| n.stats()).ok()?;
+        let restarts = lock(&core.node).restarts();
+        // socketioxide keeps the rooms (`room-owner.host`): count its own.
+        let mut all = BroadcastOptions::default();
+        all.add_flag(BroadcastFlags::Broadcast);
+        Some(SpaceStats {
+            nodes: u64::from(node.nodes),
+            sockets: self.local.sockets(all.clone()).len() as u64,
+            rooms: self.local.rooms(all).len() as u64,
+            pending_requests: u64::from(node.pending_requests),
+            frames_in: node.frames_in,
+            frames_rejected: node.frames_rejected,
+            instance_restarts: restarts,
+        })
     }
 
     fn set_socket_info(&self, sid: &str, handshake: Vec<u8>, data: Vec<u8>) {

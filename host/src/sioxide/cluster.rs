@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::adapter::{Completion, RequestValue};
+use crate::link::ipc::WorkerStats;
 use crate::link::worker::{Incoming, LinkOptions, LinkReceiver, LinkSender, WorkerEnv, WorkerLink};
 use crate::runtime::artifact::WorkerComponent;
 use crate::runtime::engine::{AdapterEngine, EngineOptions, Limits};
@@ -165,6 +166,20 @@ pub(crate) trait Space: Send + Sync {
     fn server_count(&self) -> Result<u32, Error>;
     /// Sets what other workers' `fetchSockets()` shows of local socket `sid`.
     fn set_socket_info(&self, sid: &str, handshake: Vec<u8>, data: Vec<u8>);
+    /// The namespace's figures for the primary's metrics.
+    fn stats(&self) -> Option<SpaceStats>;
+}
+
+/// One namespace's figures (summed into a `WorkerStats` report).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SpaceStats {
+    pub nodes: u64,
+    pub sockets: u64,
+    pub rooms: u64,
+    pub pending_requests: u64,
+    pub frames_in: u64,
+    pub frames_rejected: u64,
+    pub instance_restarts: u64,
 }
 
 pub(crate) struct Inner {
@@ -217,7 +232,66 @@ impl WasmCluster {
     ) -> Result<Self, Error> {
         let engine = engine().map_err(|e| Error::Engine(format!("{e:#}")))?;
         let (link, rx) = WorkerLink::connect(env, options).await?;
-        Ok(Self::with_link(engine, link, rx, settings))
+        let cluster = Self::with_link(engine, link, rx, settings);
+        if let Some(every) = env.stats_interval {
+            tokio::spawn(report_stats(Arc::downgrade(&cluster.inner), every));
+        }
+        Ok(cluster)
+    }
+
+    /// Waits until no cluster request of this process waits for answers
+    /// (fetch-sockets, server-side emit, broadcasts with acks), at most
+    /// `timeout`; true when none does. For a graceful drain, before the
+    /// namespaces close (closing fails what is still pending).
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.worker_stats().pending_requests == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the hub link has written every queued frame, at most
+    /// `timeout`; true when it has (before the process exits).
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.inner.link.queued_bytes() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// This process's adapter figures, summed over its namespaces: what it
+    /// reports to the primary (`WorkerStats`) when `SIO_CLUSTER_STATS_INTERVAL`
+    /// is set.
+    pub fn worker_stats(&self) -> WorkerStats {
+        let spaces: Vec<Arc<dyn Space>> = lock(&self.inner.spaces)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut w = WorkerStats {
+            namespaces: spaces.len() as u64,
+            local_drops: self.inner.counters.local_drops.load(Ordering::Relaxed),
+            ..WorkerStats::default()
+        };
+        for s in spaces.iter().filter_map(|s| s.stats()) {
+            w.nodes += s.nodes;
+            w.sockets += s.sockets;
+            w.rooms += s.rooms;
+            w.pending_requests += s.pending_requests;
+            w.frames_in += s.frames_in;
+            w.frames_rejected += s.frames_rejected;
+            w.instance_restarts += s.instance_restarts;
+        }
+        w
     }
 
     /// Runs over an open link (e.g. [`WorkerLink::connect_stream`] in tests).
@@ -403,6 +477,20 @@ impl WasmCluster {
         match handler {
             Some(h) => h(ServerEvent { event, args, reply }),
             None => debug!(nsp, event, "server-side event without a handler"),
+        }
+    }
+}
+
+/// Sends a `WorkerStats` report every `every` until the cluster is gone.
+async fn report_stats(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let cluster = WasmCluster { inner };
+        if let Err(e) = cluster.link().worker_stats(&cluster.worker_stats()) {
+            debug!(error = %e, "worker stats not sent");
         }
     }
 }

@@ -423,8 +423,15 @@ pub async fn run_worker() -> Result<(), DemoError> {
         addr = ?listener.local_addr().ok(),
         "demo worker serving"
     );
+    // SIGTERM: drain (see `drain`) instead of dying with the clients cut.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DemoError::Listen(format!("SIGTERM handler: {e}")))?;
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = sigterm.recv() => break,
+        };
+        let (stream, _) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "accept failed");
@@ -455,4 +462,33 @@ pub async fn run_worker() -> Result<(), DemoError> {
             Ok::<(), Infallible>(())
         });
     }
+    drop(listener);
+    drain(&cluster, &io, env.grace.unwrap_or(Duration::from_secs(10))).await;
+    Ok(())
+}
+
+/// The graceful drain on SIGTERM, within `grace` (the primary's SIGKILL
+/// comes after it): no new connections are accepted (the listener is
+/// closed; the primary's rolling restart routes no new session here); the
+/// cluster requests this worker has in flight may finish (a quarter of the
+/// grace at most); then every client's Engine.IO transport is closed (the
+/// official client sees `transport close` and reconnects, through the
+/// primary, to another worker) and every namespace leaves the cluster
+/// (ADAPTER_CLOSE: the other workers forget its nodes at once, no heartbeat
+/// timeout); last the hub link is flushed.
+pub async fn drain(cluster: &WasmCluster, io: &SocketIo<Adapter>, grace: Duration) {
+    let t0 = std::time::Instant::now();
+    info!(worker = cluster.worker_index(), "SIGTERM: draining");
+    let settled = cluster.settle(grace / 4).await;
+    if tokio::time::timeout(grace / 2, io.close()).await.is_err() {
+        warn!("closing the clients took too long");
+    }
+    let flushed = cluster.flush(Duration::from_millis(500)).await;
+    info!(
+        worker = cluster.worker_index(),
+        settled,
+        flushed,
+        ms = t0.elapsed().as_millis() as u64,
+        "drained, exiting"
+    );
 }
