@@ -42,7 +42,9 @@ pub(crate) fn client(cfg: &BridgeConfig) -> Result<Client, BridgeError> {
     let settings = info
         .redis_settings()
         .clone()
-        .set_protocol(ProtocolVersion::RESP3);
+        .set_protocol(ProtocolVersion::RESP3)
+        // No CLIENT SETINFO on connect: the least-privilege ACL need not allow it.
+        .set_skip_set_lib_name();
     let info = info.set_redis_settings(settings);
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
     if !tls {
