@@ -234,46 +234,47 @@ struct ClusterArgs {
     redis: RedisArgs,
 }
 
+const REDIS_HEADING: &str = "Several machines (Redis)";
+
 /// Joining the primaries of several machines through Redis.
 #[derive(clap::Args, Debug)]
-#[command(next_help_heading = "Several machines (Redis)")]
 struct RedisArgs {
     /// Join the primaries of other machines through this Redis server
     /// (pub/sub): redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://… (TLS)
     /// or redis+unix:///PATH. Prefer the environment variable to keep a
     /// password out of the process list.
-    #[arg(long, value_name = "URL", env = "SIO_CLUSTER_REDIS_URL")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "URL", env = "SIO_CLUSTER_REDIS_URL")]
     redis: Option<String>,
     /// Cluster name: primaries on the same Redis with the same name form one
     /// cluster, on channels sio-cluster:{NAME}:all and
     /// sio-cluster:{NAME}:hub:<id>.
-    #[arg(long, value_name = "NAME", default_value = bridge::DEFAULT_CLUSTER, requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "NAME", default_value = bridge::DEFAULT_CLUSTER, requires = "redis")]
     cluster_name: String,
     /// Primary heartbeat interval on Redis, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), requires = "redis")]
     primary_heartbeat_interval: u64,
     /// A primary silent on Redis this long (crashed, cut off) is dropped and
     /// its nodes reported down to the local workers at once; this primary
     /// counts its own link lost when its heartbeat does not come back within
     /// it. In ms; keep it under the adapter's --heartbeat-timeout.
-    #[arg(long, value_name = "MS", default_value_t = 3000, requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "MS", default_value_t = 3000, requires = "redis")]
     primary_heartbeat_timeout: u64,
     /// Bytes queued towards Redis; a frame that would pass it is dropped and
     /// counted (logged at most once a second).
-    #[arg(long, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_QUEUED, requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_QUEUED, requires = "redis")]
     redis_max_queued_bytes: usize,
     /// Largest frame sent to other machines (at most 16 MiB); a larger one
     /// reaches only this machine's workers, and is counted and logged.
-    #[arg(long, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_FRAME, requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_FRAME, requires = "redis")]
     redis_max_frame: usize,
     /// File holding the shared cluster key (at least 16 bytes): every Redis
     /// message is authenticated (HMAC-SHA256), messages without a valid tag
     /// are dropped and counted. All primaries of a cluster need the same key.
-    #[arg(long, value_name = "FILE", requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "FILE", requires = "redis")]
     cluster_key: Option<PathBuf>,
     /// PEM file of the CA of the Redis server's certificate (rediss://)
     /// [default: the system's roots].
-    #[arg(long, value_name = "FILE", requires = "redis")]
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "FILE", requires = "redis")]
     redis_tls_ca: Option<PathBuf>,
 }
 

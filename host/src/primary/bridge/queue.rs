@@ -53,7 +53,7 @@ impl OutQueue {
         if !fits {
             self.batches.push_back(Batch {
                 dest,
-                records: Vec::with_capacity(len.max(4096).min(batch_max.max(len))),
+                records: Vec::with_capacity(len.max(4096)),
                 count: 0,
             });
         }
