@@ -4,6 +4,7 @@
 //! - [`sticky`]: the public port, sticky HTTP routing per request;
 //! - [`supervisor`]: spawns, restarts and stops workers (`run`);
 //! - [`standalone`]: the hub alone on a private Unix socket (`hub --socket`);
+//! - [`bridge`]: several machines' primaries joined through Redis (`--redis`).
 //! - [`metrics`]: Prometheus metrics of all of them (`--metrics ADDR`).
 //!
 //! Depends on [`crate::link`] only. The component is the workers' business;
@@ -11,6 +12,7 @@
 //! [`crate::runtime::artifact::compile_for_workers`] (in a child process), and passes the result
 //! as environment variables ([`supervisor::RunConfig::worker_env`]).
 
+pub mod bridge;
 pub mod hub;
 pub mod metrics;
 pub mod standalone;

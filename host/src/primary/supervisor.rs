@@ -63,6 +63,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::link::handoff::{HandoffSender, handoff_pair};
+use crate::primary::bridge::{Bridge, BridgeConfig};
 use crate::primary::hub::{Attach, DropReason, Hub, HubConfig, HubObserver};
 use crate::primary::metrics::{self, ExitCause, SupervisorStats};
 use crate::primary::sticky::{self, Router, StickyConfig};
@@ -113,6 +114,8 @@ pub struct RunConfig {
     pub pid_file: Option<PathBuf>,
     /// How long a rolling restart waits for a new worker to serve.
     pub start_timeout: Duration,
+    /// Join other machines' primaries through Redis (`--redis`).
+    pub redis: Option<BridgeConfig>,
 }
 
 /// Why `run` failed.
@@ -697,6 +700,13 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let observer: Arc<dyn HubObserver> = router.clone();
     let hub = Hub::new(config.hub.clone(), Some(observer));
     let stats = Arc::new(SupervisorStats::new(config.workers));
+    // Before any worker starts, so that their first frames can reach Redis.
+    let bridge = match config.redis.clone() {
+        Some(c) => {
+            Some(Bridge::start(c, hub.clone()).map_err(|e| RunError::Config(e.to_string()))?)
+        }
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let mut tasks = Vec::new();
@@ -807,6 +817,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             let _ = stop_tx.send(Stop::Force);
             all.await;
         }
+    }
+    // The workers' NodeDowns are queued; the bridge sends them and its leave.
+    if let Some(bridge) = bridge {
+        bridge.stop().await;
     }
     hub.detach_all();
     let _ = http.await;
