@@ -3,7 +3,7 @@
 // The Node anchor of the cross-machine benchmark (issue 12 item 6): ONE
 // socket.io process on @socket.io/redis-adapter (classic pub/sub, the
 // package's default `createAdapter`), set up as its README says with the
-// `redis` package: a publishing client and its `duplicate()` for
+// `redis` package (4.x, the major its own tests use): a publishing client and its `duplicate()` for
 // subscriptions. Run two of them (two ports, one Redis, the same --key) and
 // they form one cluster. Versions are pinned by bench/package-lock.json.
 //
