@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sio_cluster_host::link::ipc::DEFAULT_MAX_FRAME;
+use sio_cluster_host::primary::bridge::{self, BridgeConfig};
 use sio_cluster_host::primary::hub::{DEFAULT_MAX_QUEUED, HubConfig};
 use sio_cluster_host::primary::standalone::{StandaloneConfig, StandaloneError, run_hub};
 use sio_cluster_host::primary::sticky::{Balance, StickyConfig};
@@ -229,6 +230,67 @@ struct ClusterArgs {
     /// connections (the host library's HandoffReceiver).
     #[arg(long)]
     handoff_websocket: bool,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// Joining the primaries of several machines through Redis.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Several machines (Redis)")]
+struct RedisArgs {
+    /// Join the primaries of other machines through this Redis server
+    /// (pub/sub): redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://… (TLS)
+    /// or redis+unix:///PATH. Prefer the environment variable to keep a
+    /// password out of the process list.
+    #[arg(long, value_name = "URL", env = "SIO_CLUSTER_REDIS_URL")]
+    redis: Option<String>,
+    /// Cluster name: primaries on the same Redis with the same name form one
+    /// cluster, on channels sio-cluster:{NAME}:all and
+    /// sio-cluster:{NAME}:hub:<id>.
+    #[arg(long, value_name = "NAME", default_value = bridge::DEFAULT_CLUSTER, requires = "redis")]
+    cluster_name: String,
+    /// Primary heartbeat interval on Redis, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), requires = "redis")]
+    primary_heartbeat_interval: u64,
+    /// A primary silent on Redis this long (crashed, cut off) is dropped and
+    /// its nodes reported down to the local workers at once; this primary
+    /// counts its own link lost when its heartbeat does not come back within
+    /// it. In ms; keep it under the adapter's --heartbeat-timeout.
+    #[arg(long, value_name = "MS", default_value_t = 3000, requires = "redis")]
+    primary_heartbeat_timeout: u64,
+    /// Bytes queued towards Redis; a frame that would pass it is dropped and
+    /// counted (logged at most once a second).
+    #[arg(long, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_QUEUED, requires = "redis")]
+    redis_max_queued_bytes: usize,
+    /// Largest frame sent to other machines (at most 16 MiB); a larger one
+    /// reaches only this machine's workers, and is counted and logged.
+    #[arg(long, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_FRAME, requires = "redis")]
+    redis_max_frame: usize,
+    /// File holding the shared cluster key (at least 16 bytes): every Redis
+    /// message is authenticated (HMAC-SHA256), messages without a valid tag
+    /// are dropped and counted. All primaries of a cluster need the same key.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    cluster_key: Option<PathBuf>,
+    /// PEM file of the CA of the Redis server's certificate (rediss://)
+    /// [default: the system's roots].
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_tls_ca: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    fn config(&self) -> Option<BridgeConfig> {
+        let url = self.redis.clone()?;
+        Some(BridgeConfig {
+            cluster: self.cluster_name.clone(),
+            heartbeat_interval: Duration::from_millis(self.primary_heartbeat_interval),
+            heartbeat_timeout: Duration::from_millis(self.primary_heartbeat_timeout),
+            max_queued_bytes: self.redis_max_queued_bytes,
+            max_frame: self.redis_max_frame,
+            key_file: self.cluster_key.clone(),
+            tls_ca: self.redis_tls_ca.clone(),
+            ..BridgeConfig::new(url)
+        })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -252,6 +314,8 @@ struct HubArgs {
     /// Threads of the hub's async runtime.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    #[command(flatten)]
+    redis: RedisArgs,
 }
 
 fn hub_config(max_frame: usize, max_queued_bytes: usize) -> HubConfig {
@@ -347,6 +411,7 @@ fn main() -> ExitCode {
                 token_file: args.token_file,
                 print_token: args.print_token,
                 hub: hub_config(args.max_frame, args.max_queued_bytes),
+                redis: args.redis.config(),
             };
             match runtime.block_on(run_hub(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -356,6 +421,7 @@ fn main() -> ExitCode {
                         StandaloneError::Unsafe(_) => 5,
                         StandaloneError::InUse(_) | StandaloneError::Create { .. } => 3,
                         StandaloneError::Io(_) | StandaloneError::Random(_) => 1,
+                        StandaloneError::Bridge(_) => 2,
                     })
                 }
             }
@@ -399,6 +465,7 @@ fn run_cluster(
         backoff_max: Duration::from_secs(10),
         instance_memory: args.instance_memory,
         instance_cpu_ms: args.instance_cpu_ms,
+        redis: args.redis.config(),
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

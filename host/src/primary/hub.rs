@@ -39,7 +39,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
@@ -51,6 +51,9 @@ use tracing::{debug, info, warn};
 
 use crate::link::ipc::{self, FrameReader, FromHub, RelayHeader, ToHub};
 use crate::link::outq::{COPY_MAX, OutQueue};
+
+mod remote;
+pub use remote::{RemoteDelivery, RemoteLink};
 
 /// Identifies one attached link (unique for the life of the hub).
 pub type ConnId = u64;
@@ -310,6 +313,8 @@ struct Inner {
     state: Mutex<State>,
     observer: Option<Arc<dyn HubObserver>>,
     next_conn: AtomicU64,
+    /// The link to other machines' hubs, if any ([`Hub::set_remote`]).
+    remote: OnceLock<Arc<dyn RemoteLink>>,
 }
 
 /// The relay. Cheap to clone; all clones share one state.
@@ -343,6 +348,7 @@ impl Hub {
                 state: Mutex::new(State::default()),
                 observer,
                 next_conn: AtomicU64::new(1),
+                remote: OnceLock::new(),
             }),
         }
     }
@@ -581,6 +587,9 @@ impl Hub {
             for (uid, nsp) in conn.uids {
                 if st.uid_owner.get(&uid) == Some(&id) {
                     st.uid_owner.remove(&uid);
+                    if let Some(remote) = self.inner.remote.get() {
+                        remote.node_down(uid, &nsp);
+                    }
                     downs.push(FromHub::NodeDown { uid, nsp }.encode());
                 }
             }
@@ -758,6 +767,11 @@ impl Hub {
             None => None,
             Some(target) => match st.uid_owner.get(&target).and_then(|c| st.conns.get(c)) {
                 Some(conn) => Some(conn),
+                None if self.relay_remote(&fr.peek_mut(len)[..], Some(target)) => {
+                    n.sent += 1;
+                    fr.consume(len);
+                    return;
+                }
                 None => {
                     n.unknown_target += 1;
                     debug!(
@@ -770,6 +784,9 @@ impl Hub {
                 }
             },
         };
+        if target.is_none() {
+            self.relay_remote(&fr.peek_mut(len)[..], None);
+        }
         let frame = fr.peek_mut(len);
         let payload_len = (out_len - 4) as u32;
         if out_len <= COPY_MAX {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use crate::primary::bridge::{Bridge, BridgeConfig, BridgeError};
 use crate::primary::hub::{Hub, HubConfig};
 
 /// Settings of `sio-cluster-host hub`.
@@ -37,6 +38,8 @@ pub struct StandaloneConfig {
     pub print_token: bool,
     /// Hub settings.
     pub hub: HubConfig,
+    /// Join other machines' primaries through Redis (`--redis`).
+    pub redis: Option<BridgeConfig>,
 }
 
 /// Why the standalone hub could not start.
@@ -62,6 +65,9 @@ pub enum StandaloneError {
     /// No randomness for the token.
     #[error("cannot generate a token: {0}")]
     Random(String),
+    /// The Redis bridge settings are invalid.
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
 }
 
 fn create_err(path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError + '_ {
@@ -133,6 +139,12 @@ pub fn default_token_file(socket: &Path) -> PathBuf {
 
 /// Runs the standalone hub until SIGTERM / SIGINT.
 pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
+    let hub = Hub::new(config.hub.clone(), None);
+    // First: invalid bridge settings stop the hub before it creates files.
+    let bridge = match config.redis.clone() {
+        Some(c) => Some(Bridge::start(c, hub.clone())?),
+        None => None,
+    };
     let socket = config.socket.clone();
     let dir = match socket.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -194,7 +206,6 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
     }
     info!(socket = %socket.display(), token_file = %token_file.display(), "hub listening");
 
-    let hub = Hub::new(config.hub.clone(), None);
     let token: Arc<str> = Arc::from(token.as_str());
     let serve = {
         let hub = hub.clone();
@@ -209,6 +220,9 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
     }
     serve.abort();
     hub.detach_all();
+    if let Some(bridge) = bridge {
+        bridge.stop().await;
+    }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&token_file);
     info!(stats = ?hub.stats(), "hub stopped");

@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::link::handoff::{HandoffSender, handoff_pair};
+use crate::primary::bridge::{Bridge, BridgeConfig};
 use crate::primary::hub::{Attach, DropReason, Hub, HubConfig, HubObserver};
 use crate::primary::sticky::{self, Router, StickyConfig};
 
@@ -84,6 +85,8 @@ pub struct RunConfig {
     /// More environment for every worker (e.g. the compiled component,
     /// `SIO_CLUSTER_COMPILED*`, prepared by the CLI); opaque here.
     pub worker_env: Vec<(String, OsString)>,
+    /// Join other machines' primaries through Redis (`--redis`).
+    pub redis: Option<BridgeConfig>,
 }
 
 /// Why `run` failed.
@@ -412,6 +415,11 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let router = Router::new(addrs.clone(), config.sticky.clone());
     let observer: Arc<dyn HubObserver> = router.clone();
     let hub = Hub::new(config.hub.clone(), Some(observer));
+    // Before any worker starts, so that their first frames can reach Redis.
+    let bridge = match config.redis.clone() {
+        Some(c) => Some(Bridge::start(c, hub.clone()).map_err(|e| RunError::Config(e.to_string()))?),
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let mut tasks = Vec::new();
@@ -478,6 +486,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             let _ = stop_tx.send(Stop::Force);
             all.await;
         }
+    }
+    // The workers' NodeDowns are queued; the bridge sends them and its leave.
+    if let Some(bridge) = bridge {
+        bridge.stop().await;
     }
     hub.detach_all();
     let _ = http.await;
