@@ -39,7 +39,12 @@ fn run_suite(file: &str) {
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
     let out = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "--test-reporter=spec", file])
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            file,
+        ])
         .current_dir(&dir)
         .env("SIO_CLUSTER_HOST_BIN", HOST)
         .output()

@@ -417,7 +417,9 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let hub = Hub::new(config.hub.clone(), Some(observer));
     // Before any worker starts, so that their first frames can reach Redis.
     let bridge = match config.redis.clone() {
-        Some(c) => Some(Bridge::start(c, hub.clone()).map_err(|e| RunError::Config(e.to_string()))?),
+        Some(c) => {
+            Some(Bridge::start(c, hub.clone()).map_err(|e| RunError::Config(e.to_string()))?)
+        }
         None => None,
     };
 

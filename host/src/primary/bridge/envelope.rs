@@ -257,10 +257,7 @@ mod tests {
             open(&plain, Some(&key), b"chan"),
             Err(EnvelopeError::MissingTag)
         );
-        assert_eq!(
-            open(&m, None, b"chan"),
-            Err(EnvelopeError::UnexpectedTag)
-        );
+        assert_eq!(open(&m, None, b"chan"), Err(EnvelopeError::UnexpectedTag));
         // A tagged flag without room for a tag.
         let mut short = plain.clone();
         short[2] = 1;

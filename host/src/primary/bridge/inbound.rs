@@ -68,7 +68,10 @@ impl Shared {
         }
         if self.key.is_some() && unix_ms().abs_diff(env.time_ms) > MAX_SKEW.as_millis() as u64 {
             add(&self.stats.replayed, 1);
-            self.bad_input("envelope time out of range (replay or clock skew)", &env.time_ms);
+            self.bad_input(
+                "envelope time out of range (replay or clock skew)",
+                &env.time_ms,
+            );
             return;
         }
         let now = Instant::now();

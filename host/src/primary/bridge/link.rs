@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, PushInfo, PushKind,
-    ProtocolVersion, RedisResult, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, PushInfo,
+    PushKind, RedisResult, TlsCertificates, Value,
 };
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
@@ -42,7 +42,9 @@ pub(crate) fn client(cfg: &BridgeConfig) -> Result<Client, BridgeError> {
     let settings = info
         .redis_settings()
         .clone()
-        .set_protocol(ProtocolVersion::RESP3);
+        .set_protocol(ProtocolVersion::RESP3)
+        // No CLIENT SETINFO on connect: the least-privilege ACL need not allow it.
+        .set_skip_set_lib_name();
     let info = info.set_redis_settings(settings);
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
     if !tls {
@@ -58,7 +60,10 @@ pub(crate) fn client(cfg: &BridgeConfig) -> Result<Client, BridgeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root_cert = match &cfg.tls_ca {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
-            BridgeError::Config(format!("cannot read --redis-tls-ca {}: {e}", path.display()))
+            BridgeError::Config(format!(
+                "cannot read --redis-tls-ca {}: {e}",
+                path.display()
+            ))
         })?),
         None => None,
     };
@@ -153,9 +158,7 @@ async fn connect(
     }
     conn.subscribe(&[shared.chan_all.as_str(), shared.chan_me.as_str()])
         .await?;
-    shared
-        .own_echo_ms
-        .store(shared.now_ms(), Ordering::Release);
+    shared.own_echo_ms.store(shared.now_ms(), Ordering::Release);
     shared.up.store(true, Ordering::Release);
     add(&shared.stats.link_ups, 1);
     info!(
@@ -170,7 +173,11 @@ type InFlight = Pin<Box<dyn Future<Output = (RedisResult<()>, usize, u64)> + Sen
 
 /// Builds one pipeline of PUBLISH commands from what is queued (plus a
 /// heartbeat); None when there is nothing to send.
-fn next_pipeline(shared: &Shared, heartbeat: bool, leave: bool) -> Option<(redis::Pipeline, usize, u64, u64)> {
+fn next_pipeline(
+    shared: &Shared,
+    heartbeat: bool,
+    leave: bool,
+) -> Option<(redis::Pipeline, usize, u64, u64)> {
     let batches = lock(&shared.out).take();
     if batches.is_empty() && !heartbeat && !leave {
         return None;
@@ -271,7 +278,11 @@ async fn session(
 }
 
 /// Sends what is queued and the leave, bounded by the heartbeat timeout.
-async fn stop_session(shared: &Shared, mut conn: MultiplexedConnection, inflight: Option<InFlight>) -> Ended {
+async fn stop_session(
+    shared: &Shared,
+    mut conn: MultiplexedConnection,
+    inflight: Option<InFlight>,
+) -> Ended {
     let bounded = async {
         if let Some(f) = inflight {
             let (_, bytes, records) = f.await;

@@ -166,8 +166,7 @@ impl BridgeConfig {
                 self.cluster
             ));
         }
-        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout <= self.heartbeat_interval
-        {
+        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout <= self.heartbeat_interval {
             return bad(
                 "the primary heartbeat timeout must be longer than its interval (> 0)".into(),
             );
