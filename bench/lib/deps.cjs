@@ -6,7 +6,7 @@ const { execFileSync } = require("node:child_process");
 const path = require("node:path");
 
 const BENCH = path.resolve(__dirname, "..");
-const NEEDED = ["socket.io", "socket.io-client", "@socket.io/cluster-adapter", "@socket.io/sticky"];
+const NEEDED = ["socket.io", "socket.io-client", "@socket.io/cluster-adapter", "@socket.io/sticky", "@socket.io/redis-adapter", "redis"];
 
 function ensureDeps() {
   const missing = NEEDED.filter((p) => !existsSync(path.join(BENCH, "node_modules", p, "package.json")));

@@ -57,9 +57,12 @@ fn positive(s: &str) -> Result<f64, String> {
 /// Options of `run`: the flags of bench/load.mjs, plus `--threads`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Cluster URL (http:// or ws://; TLS is not supported).
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    pub url: String,
+    /// Cluster URL (http:// or ws://; TLS is not supported). Several URLs
+    /// (comma-separated or repeated) split the clients: client i connects to
+    /// URL i % n, and a worker is then named by its URL's index and its own
+    /// index ("u1w0"), so that `crossed` counts deliveries between servers.
+    #[arg(long, default_value = "http://127.0.0.1:3000", value_delimiter = ',', num_args = 1..)]
+    pub url: Vec<String>,
     /// Number of clients.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub clients: u32,
@@ -121,9 +124,10 @@ pub struct RunArgs {
     /// Fail if the clients do not reach exactly N workers.
     #[arg(long)]
     pub expect_workers: Option<usize>,
-    /// Also report the CPU used by PID and its descendants during the measurement.
-    #[arg(long)]
-    pub cluster_pid: Option<u32>,
+    /// Also report the CPU used by PID and its descendants during the
+    /// measurement (several PIDs, comma-separated or repeated: their sum).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub cluster_pid: Vec<u32>,
     /// Also write the JSON report to FILE.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -156,9 +160,10 @@ impl RunArgs {
                 self.senders, self.clients
             ));
         }
-        Target::parse(&self.url)
-            .map(|_| ())
-            .map_err(|e| format!("--url: {e}"))
+        for u in &self.url {
+            Target::parse(u).map_err(|e| format!("--url: {e}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -230,7 +235,8 @@ impl SenderSlot {
 #[derive(Debug)]
 struct Shared {
     o: RunArgs,
-    target: Target,
+    /// Client i connects to `targets[i % targets.len()]`.
+    targets: Vec<Target>,
     senders: Vec<SenderSlot>,
     /// Deliveries of measured messages received so far (for the drain).
     recv_measured: AtomicU64,
@@ -409,11 +415,15 @@ async fn client_task(
     let mut errors = Vec::new();
     let mut retries = 0;
     let hs = Duration::from_millis(o.handshake_timeout);
+    let n_targets = shared.targets.len().max(1);
+    let Some(target) = shared.targets.get(idx % n_targets) else {
+        return ClientStats::default();
+    };
     let conn = loop {
         let Ok(permit) = sem.acquire().await else {
             return ClientStats::default();
         };
-        let r = timeout(hs, handshake(&shared.target, &room)).await;
+        let r = timeout(hs, handshake(target, &room)).await;
         drop(permit);
         let err = match r {
             Ok(Ok(c)) => break c,
@@ -434,9 +444,16 @@ async fn client_task(
         }
         retries += 1;
     };
+    // With several URLs, workers of different servers may share an index:
+    // tell them apart by the URL's index (see `worker_name`).
+    let worker = if n_targets > 1 {
+        ((idx % n_targets) as i64) * WORKERS_PER_URL + conn.worker
+    } else {
+        conn.worker
+    };
     let _ = conn_tx.send(ConnectReport {
         idx,
-        outcome: Ok((conn.worker, conn.pid)),
+        outcome: Ok((worker, conn.pid)),
         retries,
         errors,
     });
@@ -444,7 +461,7 @@ async fn client_task(
     let mut c = Client {
         idx,
         target: format!("r{}", idx % o.rooms as usize),
-        worker: conn.worker,
+        worker,
         sid: conn.sid,
         shared: shared.clone(),
         st: ClientStats::default(),
@@ -894,7 +911,10 @@ struct Harness {
 /// CPU of the measured cluster's process tree.
 #[derive(Debug, Serialize)]
 struct Cluster {
+    /// The first `--cluster-pid` (format 1's field).
     pid: Option<u32>,
+    /// Every `--cluster-pid`.
+    pids: Vec<u32>,
     cpu_percent: Option<f64>,
     processes: Option<usize>,
 }
@@ -973,6 +993,41 @@ fn quantile_ms(v: &[u32], q: f64) -> Option<f64> {
     Some(f64::from(v[rank - 1]) / 1000.0)
 }
 
+/// With several URLs, worker ids are `url_index * WORKERS_PER_URL + worker`.
+const WORKERS_PER_URL: i64 = 1 << 32;
+
+/// The name of a worker in `per_worker`: its index, or with several URLs
+/// "u{url index}w{index}".
+fn worker_name(w: i64, multi: bool) -> String {
+    if multi {
+        format!(
+            "u{}w{}",
+            w.div_euclid(WORKERS_PER_URL),
+            w.rem_euclid(WORKERS_PER_URL)
+        )
+    } else {
+        w.to_string()
+    }
+}
+
+/// The CPU of the process trees under `roots`, summed; `None` when there are
+/// none or one is gone.
+fn trees_cpu(roots: &[u32]) -> Option<sys::TreeCpu> {
+    if roots.is_empty() {
+        return None;
+    }
+    let mut sum = sys::TreeCpu {
+        cpu_us: 0.0,
+        processes: 0,
+    };
+    for &r in roots {
+        let t = sys::tree_cpu(r)?;
+        sum.cpu_us += t.cpu_us;
+        sum.processes += t.processes;
+    }
+    Some(sum)
+}
+
 /// Runs the load; `Ok` holds nothing, the report is printed/written.
 pub async fn run(o: RunArgs) -> Result<()> {
     let limit = o.connect_timeout + o.warmup + o.duration + o.drain + 15.0;
@@ -984,12 +1039,17 @@ pub async fn run(o: RunArgs) -> Result<()> {
 
 async fn run_inner(o: RunArgs) -> Result<()> {
     let started_at = sys::iso_now();
-    let target = Target::parse(&o.url)?;
+    let targets = o
+        .url
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<Vec<_>>>()?;
+    let multi = targets.len() > 1;
     let clients = o.clients as usize;
     let senders = o.senders as usize;
     let rooms = o.rooms as usize;
     let shared = Arc::new(Shared {
-        target,
+        targets,
         senders: (0..senders).map(|_| SenderSlot::default()).collect(),
         recv_measured: AtomicU64::new(0),
         pad: "x".repeat(o.payload_bytes),
@@ -1050,15 +1110,15 @@ async fn run_inner(o: RunArgs) -> Result<()> {
     if who.is_empty() {
         bail!(
             "no client could connect to {}: {}",
-            o.url,
+            o.url.join(","),
             errors.join("; ")
         );
     }
     let mut per_worker: BTreeMap<String, u32> = BTreeMap::new();
     let mut worker_pids: BTreeMap<String, u64> = BTreeMap::new();
     for &(_, w, pid) in &who {
-        *per_worker.entry(w.to_string()).or_default() += 1;
-        worker_pids.insert(w.to_string(), pid);
+        *per_worker.entry(worker_name(w, multi)).or_default() += 1;
+        worker_pids.insert(worker_name(w, multi), pid);
     }
     let workers_seen = per_worker.len();
     if let Some(n) = o.expect_workers
@@ -1098,11 +1158,11 @@ async fn run_inner(o: RunArgs) -> Result<()> {
     tokio::time::sleep_until(instant_at(measure_start)).await;
     let cpu0 = sys::self_cpu_split_us();
     let machine0 = sys::machine_busy_us();
-    let cluster0 = o.cluster_pid.and_then(sys::tree_cpu);
+    let cluster0 = trees_cpu(&o.cluster_pid);
     tokio::time::sleep_until(instant_at(measure_end)).await;
     let cpu1 = sys::self_cpu_split_us();
     let machine1 = sys::machine_busy_us();
-    let cluster1 = o.cluster_pid.and_then(sys::tree_cpu);
+    let cluster1 = trees_cpu(&o.cluster_pid);
 
     let mut sent: Vec<SentReport> = Vec::new();
     let sent_deadline = Instant::now() + Duration::from_secs(10);
@@ -1193,7 +1253,7 @@ async fn run_inner(o: RunArgs) -> Result<()> {
         tool: "sio-cluster-loadgen",
         format: 1,
         started_at,
-        url: o.url.clone(),
+        url: o.url.join(","),
         transport: o.transport.clone(),
         client: o.client.clone(),
         mode: match o.mode {
@@ -1265,7 +1325,8 @@ async fn run_inner(o: RunArgs) -> Result<()> {
             loop_delay_max_ms: vec![delay_ms(1.0)],
         },
         cluster: Cluster {
-            pid: o.cluster_pid,
+            pid: o.cluster_pid.first().copied(),
+            pids: o.cluster_pid.clone(),
             cpu_percent: cluster_cpu,
             processes: cluster1.map(|c| c.processes),
         },
@@ -1301,7 +1362,13 @@ fn human_line(r: &Report) -> String {
     let split: Vec<String> = r
         .per_worker
         .iter()
-        .map(|(w, n)| format!("w{w}:{n}"))
+        .map(|(w, n)| {
+            if w.starts_with('u') {
+                format!("{w}:{n}")
+            } else {
+                format!("w{w}:{n}")
+            }
+        })
         .collect();
     let mode = match (r.window, r.rate) {
         (Some(w), _) => format!("max W={w}"),
@@ -1371,6 +1438,13 @@ mod tests {
         );
         assert!(Target::parse("https://x:1").is_err());
         assert!(Target::parse("nope").is_err());
+    }
+
+    #[test]
+    fn worker_names() {
+        assert_eq!(worker_name(3, false), "3");
+        assert_eq!(worker_name(WORKERS_PER_URL + 2, true), "u1w2");
+        assert_eq!(worker_name(0, true), "u0w0");
     }
 
     #[test]
