@@ -449,11 +449,13 @@ where
 }
 
 type Closer = Box<dyn Fn() + Send + Sync>;
+/// Tells whether a socket is still connected.
+type IsConnected = Box<dyn Fn() -> bool + Send + Sync>;
 
 struct Client {
     meter: Mutex<Arc<ClientMeter>>,
     /// Per namespace: disconnects the socket; tells whether it is connected.
-    sockets: Mutex<Vec<(Closer, Box<dyn Fn() -> bool + Send + Sync>)>>,
+    sockets: Mutex<Vec<(Closer, IsConnected)>>,
     flagged: AtomicBool,
 }
 
