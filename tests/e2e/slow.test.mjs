@@ -213,6 +213,9 @@ for (const kind of kinds) test(`50 stuck clients next to 50 readers: readers get
     for (const g of growth) assert.ok(g < RSS_BOUND_MB, `worker RSS grew ${g.toFixed(1)} MiB (bound ${RSS_BOUND_MB})`);
     // The readers are still served.
     assert.equal(await call(readers[0], "join", "after"), true);
+  } catch (e) {
+    console.log(`cluster log (end):\n${cluster.log.join("").slice(-6000)}`);
+    throw e;
   } finally {
     for (const s of readers) s.disconnect();
     for (const c of stuck) c.sock.destroy();
