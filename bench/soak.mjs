@@ -87,7 +87,7 @@ const url = `http://127.0.0.1:${port}`;
 const primary = spawn(opt.bin, ["demo", "--workers", String(opt.workers), "--port", String(port), "--bind", "127.0.0.1",
   "--balance", "round-robin", "--heartbeat-interval", String(HB_INTERVAL), "--heartbeat-timeout", String(HB_TIMEOUT)], {
   stdio: ["ignore", "ignore", "pipe"],
-  env: { ...process.env, RUST_LOG: "warn", SIO_CLIENT_STALL_MS: "5000" },
+  env: { ...process.env, RUST_LOG: "info", SIO_CLIENT_STALL_MS: "5000" },
 });
 const primaryLog = [];
 primary.stderr.on("data", (c) => {

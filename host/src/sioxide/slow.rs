@@ -449,13 +449,12 @@ where
 }
 
 type Closer = Box<dyn Fn() + Send + Sync>;
-/// Tells whether a socket is still connected.
-type IsConnected = Box<dyn Fn() -> bool + Send + Sync>;
+type Alive = Box<dyn Fn() -> bool + Send + Sync>;
 
 struct Client {
     meter: Mutex<Arc<ClientMeter>>,
     /// Per namespace: disconnects the socket; tells whether it is connected.
-    sockets: Mutex<Vec<(Closer, IsConnected)>>,
+    sockets: Mutex<Vec<(Closer, Alive)>>,
     flagged: AtomicBool,
 }
 
@@ -563,7 +562,7 @@ impl SlowConsumers {
                 debug!(error = %e, "slow consumer: namespace disconnect failed");
             }
         });
-        let connected = Box::new(move || alive.connected());
+        let connected: Alive = Box::new(move || alive.connected());
         let mut clients = self
             .inner
             .clients
