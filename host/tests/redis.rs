@@ -4,7 +4,9 @@
 //! socket.io client: `tests/e2e/redis-contract.mjs` (the demo contract
 //! across two and three primaries) and `tests/e2e/redis-faults.mjs` (Redis
 //! restart under load, CLIENT KILL, kill -9 of a primary, a slow
-//! subscriber, forged messages, a least-privilege ACL user).
+//! subscriber, forged messages, a least-privilege ACL user) and
+//! `tests/e2e/redis-recovery.mjs` (connection state recovery of Node
+//! workers across primaries, also after `kill -9` of the client's primary).
 //!
 //! Needs `redis-server`, `redis-cli`, `node` and `npm` on PATH (`.ci/run`
 //! installs redis-server); fails, does not skip, without them.
@@ -65,4 +67,9 @@ fn demo_contract_across_primaries_through_redis() {
 #[test]
 fn faults_across_primaries_through_redis() {
     run_suite("e2e/redis-faults.mjs");
+}
+
+#[test]
+fn connection_state_recovery_across_primaries_through_redis() {
+    run_suite("e2e/redis-recovery.mjs");
 }

@@ -34,6 +34,9 @@ export const MAX_STR = 0xffff;
 export const LINK_CLOSED_EXIT_CODE = 75;
 /** Version of the WorkerStats fields this package writes (`ipc::WORKER_STATS_VERSION`). */
 export const WORKER_STATS_VERSION = 1;
+
+/** Most values a WorkerStats frame may carry (`ipc::MAX_STATS_FIELDS`). */
+export const MAX_STATS_FIELDS = 256;
 /** The WorkerStats fields in wire order (`ipc::WorkerStats`). */
 export const WORKER_STATS_FIELDS = Object.freeze([
   "namespaces", "nodes", "sockets", "rooms", "pendingRequests",
@@ -122,6 +125,8 @@ export function encodeSession(opened, sid) {
 /** WorkerStats from `{ namespaces, nodes, ... }` (numbers or BigInts; missing fields are 0). */
 export function encodeWorkerStats(stats, { version = WORKER_STATS_VERSION, values } = {}) {
   const vs = values ?? WORKER_STATS_FIELDS.map((f) => stats[f] ?? 0);
+  // The hub refuses more (ipc::MAX_STATS_FIELDS) and drops the link.
+  if (vs.length > MAX_STATS_FIELDS) throw new RangeError(`${vs.length} stats fields exceed ${MAX_STATS_FIELDS}`);
   return frameOf(Kind.WORKER_STATS, 4 + 8 * vs.length, (b, at) => {
     b.writeUInt16LE(version, at);
     b.writeUInt16LE(vs.length, at + 2);

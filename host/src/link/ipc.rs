@@ -50,7 +50,9 @@ pub const MAX_STR: usize = u16::MAX as usize;
 /// Version of the [`WorkerStats`] fields this build writes.
 pub const WORKER_STATS_VERSION: u16 = 1;
 
-/// Most values a `WorkerStats` frame this build writes may carry.
+/// Most values a `WorkerStats` frame may carry, in any version: the encoder
+/// writes at most this many and the decoder refuses more
+/// ([`CodecError::TooManyFields`]), so that each value has one encoding.
 pub const MAX_STATS_FIELDS: usize = 256;
 
 /// A worker's adapter figures (`WorkerStats`, kind `0x06`), summed over the
@@ -152,6 +154,9 @@ pub enum CodecError {
     /// A string field is longer than [`MAX_STR`].
     #[error("string field of {0} bytes is too long")]
     StringTooLong(usize),
+    /// A `WorkerStats` frame announces more than [`MAX_STATS_FIELDS`] values.
+    #[error("{0} stats fields exceed the maximum of {MAX_STATS_FIELDS}")]
+    TooManyFields(usize),
 }
 
 /// Error while reading one frame from a stream.
@@ -437,6 +442,9 @@ impl ToHub {
             K_WORKER_STATS => {
                 let version = get_u16(&mut b)?;
                 let n = get_u16(&mut b)? as usize;
+                if n > MAX_STATS_FIELDS {
+                    return Err(CodecError::TooManyFields(n));
+                }
                 if b.remaining() < 8 * n {
                     return Err(CodecError::Truncated);
                 }
@@ -799,6 +807,37 @@ mod tests {
         for m in msgs {
             assert_eq!(ToHub::decode(payload(m.encode())).unwrap(), m);
         }
+    }
+
+    /// Found by `fuzz/run.sh` (link_codec, crash-62f95bc0): a WorkerStats
+    /// frame is not relayed, and a count over the cap is refused so that a
+    /// decoded frame re-encodes to its input.
+    #[test]
+    fn worker_stats_edges() {
+        let empty = Bytes::from_static(&[0x06, 36, 0, 0, 0]);
+        assert_eq!(RelayHeader::parse(&empty).unwrap(), None);
+        let m = ToHub::decode(empty.clone()).unwrap();
+        assert_eq!(
+            m,
+            ToHub::WorkerStats {
+                version: 36,
+                values: vec![]
+            }
+        );
+        assert_eq!(payload(m.encode()), empty);
+        let n = MAX_STATS_FIELDS + 1;
+        let mut over = vec![0x06, 1, 0];
+        over.extend_from_slice(&(n as u16).to_le_bytes());
+        over.resize(over.len() + 8 * n, 0);
+        assert_eq!(
+            ToHub::decode(Bytes::from(over)),
+            Err(CodecError::TooManyFields(n))
+        );
+        let at_cap = ToHub::WorkerStats {
+            version: 1,
+            values: vec![7; MAX_STATS_FIELDS],
+        };
+        assert_eq!(ToHub::decode(payload(at_cap.encode())).unwrap(), at_cap);
     }
 
     #[test]
