@@ -18,15 +18,22 @@ struct HubProc {
     child: Child,
     socket: PathBuf,
     token_file: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl HubProc {
     fn start(dir: &Path) -> HubProc {
+        HubProc::start_with(dir, &[])
+    }
+
+    /// `hub --socket DIR/run/hub.sock EXTRA...`, ready once it printed its token file.
+    fn start_with(dir: &Path, extra: &[&str]) -> HubProc {
         let socket = dir.join("run").join("hub.sock");
         let mut child = Command::new(HOST)
             .args(["hub", "--socket"])
             .arg(&socket)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -46,6 +53,7 @@ impl HubProc {
             child,
             socket,
             token_file,
+            stdout,
             stderr,
         }
     }
@@ -95,9 +103,13 @@ fn connect(hub: &HubProc) -> UnixStream {
 }
 
 fn hello(token: &str) -> Vec<u8> {
+    hello_as(9, token)
+}
+
+fn hello_as(worker: u32, token: &str) -> Vec<u8> {
     ToHub::Hello {
         version: PROTOCOL_VERSION,
-        worker: 9,
+        worker,
         pid: std::process::id(),
         token: token.to_string(),
     }
@@ -272,5 +284,122 @@ fn garbage_from_one_link_leaves_the_others_working() {
         });
         assert_eq!(status.code(), Some(75));
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `GET /metrics` over a fresh TCP connection; the response body.
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `name{labels}` (labels as exposed, `""` for none).
+fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    body.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn hub_metrics_count_what_its_links_did() {
+    use sio_cluster_host::link::ipc::{WORKER_STATS_VERSION, WorkerStats};
+    let dir = scratch_dir("metrics");
+    let hub = HubProc::start_with(&dir, &["--metrics", "127.0.0.1:0"]);
+    assert!(
+        hub.stdout
+            .lock()
+            .expect("out")
+            .iter()
+            .any(|l| l == "SIO_CLUSTER_STATS_INTERVAL=5000"),
+        "hub --metrics tells workers to report"
+    );
+    let addr = wait_for(Duration::from_secs(10), "metrics address", || {
+        hub.stderr.lock().expect("log").iter().find_map(|l| {
+            let at = l.find("metrics on http://")? + "metrics on http://".len();
+            l[at..].split('/').next().map(str::to_string)
+        })
+    });
+    let before = scrape(&addr);
+    assert_eq!(
+        sample(&before, "sio_hub_frames_relayed_total", "kind=\"publish\""),
+        Some(0.0),
+        "{before}"
+    );
+
+    let token = std::fs::read_to_string(&hub.token_file).expect("token");
+    let attach = |worker: u32| {
+        let mut s = connect(&hub);
+        s.write_all(&hello_as(worker, token.trim())).expect("write");
+        assert!(matches!(read_frame(&mut s), Some(FromHub::Welcome { .. })));
+        s
+    };
+    let mut a = attach(1);
+    let mut b = attach(2);
+    for i in 0..5u8 {
+        a.write_all(
+            &ToHub::Publish {
+                sender: 0xa,
+                nsp: "/".into(),
+                frame: bytes::Bytes::copy_from_slice(&[i; 3]),
+            }
+            .encode(),
+        )
+        .expect("write");
+    }
+    for i in 0..5u8 {
+        match read_frame(&mut b) {
+            Some(FromHub::Frame { from: 0xa, frame, .. }) => assert_eq!(frame.as_ref(), &[i; 3]),
+            other => panic!("expected frame {i}, got {other:?}"),
+        }
+    }
+    let stats = WorkerStats {
+        namespaces: 2,
+        nodes: 3,
+        sockets: 41,
+        rooms: 7,
+        ..WorkerStats::default()
+    };
+    a.write_all(
+        &ToHub::WorkerStats {
+            version: WORKER_STATS_VERSION,
+            values: stats.values().to_vec(),
+        }
+        .encode(),
+    )
+    .expect("write");
+    // A link that sends garbage after its Hello: a protocol error.
+    let mut bad = attach(3);
+    bad.write_all(&[1, 0, 0, 0, 0x7f]).expect("write");
+
+    let body = wait_for(Duration::from_secs(10), "the metrics of the links", || {
+        let body = scrape(&addr);
+        (sample(&body, "sio_worker_adapter_sockets", "worker=\"1\"") == Some(41.0)
+            && sample(&body, "sio_hub_protocol_errors_total", "") == Some(1.0))
+        .then_some(body)
+    });
+    assert_eq!(
+        sample(&body, "sio_hub_frames_relayed_total", "kind=\"publish\""),
+        Some(5.0),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "sio_hub_frames_delivered_total", ""), Some(5.0));
+    assert_eq!(sample(&body, "sio_hub_worker_stats_reports_total", ""), Some(1.0));
+    assert_eq!(sample(&body, "sio_worker_adapter_rooms", "worker=\"1\""), Some(7.0));
+    assert_eq!(sample(&body, "sio_worker_adapter_namespaces", "worker=\"1\""), Some(2.0));
+    assert_eq!(sample(&body, "sio_hub_links_attached_total", ""), Some(3.0));
+    drop(hub);
     let _ = std::fs::remove_dir_all(dir);
 }
