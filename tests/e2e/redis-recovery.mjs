@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { connect as tcpConnect, createServer } from "node:net";
 import { io } from "socket.io-client";
-import { call, ensureNodeHost, sleep } from "./cluster.mjs";
+import { NODE_WORKER, call, ensureNodeHost, sleep } from "./cluster.mjs";
 import { startPrimary, startRedis, until } from "./redis-server.mjs";
 
 const RECOVERY_MS = 20_000;
@@ -122,7 +122,7 @@ describe("connection state recovery across primaries through redis", () => {
   /** Two Node primaries (two workers each) and a switch pointing at the first. */
   async function machines(tag) {
     const name = `rec-${tag}-${process.pid}`;
-    const extra = ["--runtime", "node"];
+    const extra = ["--runtime", "node", "--node-worker", NODE_WORKER];
     const [p1, p2] = await Promise.all([
       startPrimary(redis.url, { name, extra }),
       startPrimary(redis.url, { name, extra }),
