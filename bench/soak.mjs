@@ -7,10 +7,17 @@
 //   stop    SIGSTOP of a worker for longer than the heartbeat timeout, then SIGCONT
 //   stuck   a WebSocket client that joins the room and stops reading
 //   burst   500 connects at once (then they leave)
-// Reported: deliveries lost on clients of workers that were never faulted
-// (goal 0), requests that did not settle within their timeout (goal 0), RSS
-// and open fds of the primary and of each worker generation every 10 s,
-// restarts. Exit code 1 when a goal is missed.
+// Clients whose connection ends come back (a new client joins the room, as
+// a reconnecting browser would); senders too.
+//
+// A fault taints its worker from 1 s before it to 5 s after it ended (the
+// SIGCONT, or the kill). A message sent at time t by a sender is expected at
+// a receiver when the receiver was in the room from t - 1 s to t + 1 s and
+// neither its worker nor the sender's was tainted in [t - 1 s, t + 1 s].
+// Reported: expected deliveries lost (goal 0), requests that did not settle
+// within their timeout + 1 s while their requester's worker stayed untainted
+// (goal 0), RSS and open fds of the primary and of each worker generation
+// every 10 s, restarts. Exit code 1 when a goal is missed.
 //
 //   node bench/soak.mjs --bin target/release/sio-cluster-host --duration-s 1800
 //
@@ -120,82 +127,157 @@ async function client(transport, join = true) {
   s.worker = me.worker;
   s.pid = me.pid;
   s.alive = true;
-  s.on("disconnect", () => (s.alive = false));
+  s.on("disconnect", () => {
+    s.alive = false;
+    s.goneAt = Date.now();
+  });
   if (join) await call(s, "join", "soak");
+  s.joinedAt = Date.now();
   return s;
 }
 
-const receivers = [];
+/** A growable bit set of sequence numbers. */
+class Seqs {
+  constructor() {
+    this.bits = new Uint8Array(1024);
+  }
+  add(q) {
+    if (!Number.isInteger(q) || q < 0 || q > 1e8) return;
+    if (q >> 3 >= this.bits.length) {
+      const n = new Uint8Array(Math.max(this.bits.length * 2, (q >> 3) + 1));
+      n.set(this.bits);
+      this.bits = n;
+    }
+    this.bits[q >> 3] |= 1 << (q & 7);
+  }
+  has(q) {
+    return q >> 3 < this.bits.length && (this.bits[q >> 3] & (1 << (q & 7))) !== 0;
+  }
+}
+
+let stop = false;
+const receivers = []; // every receiver ever, replacements included
+const workerPids = new Map(); // index -> current pid
+async function receiver(transport) {
+  for (;;) {
+    try {
+      const r = await client(transport);
+      r.got = new Map(); // sender -> Seqs
+      r.on("m", (p) => {
+        let set = r.got.get(p.s);
+        if (!set) r.got.set(p.s, (set = new Seqs()));
+        set.add(p.seq);
+      });
+      r.on("question", (_room, ack) => typeof ack === "function" && ack(r.worker));
+      r.on("disconnect", () => {
+        if (!stop) setTimeout(() => receiver(transport), 200 + rand(800));
+      });
+      receivers.push(r);
+      workerPids.set(r.worker, r.pid);
+      return r;
+    } catch {
+      if (stop) return null;
+      await sleep(500);
+    }
+  }
+}
 for (let i = 0; i < opt.clients; i += 50) {
   const batch = [];
-  for (let k = i; k < Math.min(opt.clients, i + 50); k++) batch.push(client(k % 5 === 4 ? "polling" : "websocket"));
-  receivers.push(...(await Promise.all(batch)));
-}
-for (const r of receivers) {
-  r.got = new Map(); // sender -> Set(seq)
-  r.on("m", (p) => {
-    let set = r.got.get(p.s);
-    if (!set) r.got.set(p.s, (set = new Set()));
-    set.add(p.seq);
-  });
-  r.on("question", (_room, ack) => typeof ack === "function" && ack(r.worker));
+  for (let k = i; k < Math.min(opt.clients, i + 50); k++) batch.push(receiver(k % 5 === 4 ? "polling" : "websocket"));
+  await Promise.all(batch);
 }
 log(`${receivers.length} receivers (${receivers.filter((r) => r.io.engine.transport.name === "polling").length} polling)`);
 
-// One sender per worker, not in the room.
-const senders = [];
-for (let t = 0; senders.length < opt.workers && t < opt.workers * 8; t++) {
-  const s = await client("websocket", false);
-  if (senders.some((x) => x.worker === s.worker)) s.disconnect();
-  else senders.push(s);
+// One sender per worker, not in the room; a sender whose connection ends is
+// replaced by a new one (a new sender index) on whichever worker it lands.
+const senders = []; // { s, worker, sentAt: [] }
+async function sender(onWorker = null) {
+  for (let t = 0; !stop; t++) {
+    const s = await client("websocket", false).catch(() => null);
+    if (!s) {
+      await sleep(500);
+      continue;
+    }
+    if (onWorker !== null && s.worker !== onWorker && t < opt.workers * 8) {
+      s.disconnect();
+      continue;
+    }
+    const entry = { s, worker: s.worker, sentAt: [] };
+    senders.push(entry);
+    workerPids.set(s.worker, s.pid);
+    s.on("disconnect", () => {
+      if (!stop) setTimeout(() => sender(), 200 + rand(800));
+    });
+    return entry;
+  }
+  return null;
 }
-const workerPids = new Map(); // index -> current pid
-for (const r of [...receivers, ...senders]) workerPids.set(r.worker, r.pid);
+for (let w = 0; w < opt.workers; w++) await sender(w);
 
 // ---- load
-const faulted = new Set(); // worker indexes faulted at least once
-const sent = senders.map(() => 0);
-let stop = false;
+const taints = new Map(); // worker index -> [[from, to]]
+const taint = (w, from, to) => {
+  if (!taints.has(w)) taints.set(w, []);
+  taints.get(w).push([from, to]);
+};
+const tainted = (w, from, to) => (taints.get(w) ?? []).some(([a, b]) => a <= to && from <= b);
 const broadcastLoop = (async () => {
   const t0 = Date.now();
   let n = 0;
   while (!stop) {
     const due = Math.floor(((Date.now() - t0) * opt.rate) / 1000);
     while (n < due) {
-      const i = n++ % senders.length;
-      if (senders[i].alive) senders[i].emit("to", "soak", "m", { s: i, seq: sent[i]++ });
+      const live = senders.filter((x) => x.s.alive);
+      n++;
+      if (live.length === 0) break;
+      const x = live[n % live.length];
+      const i = senders.indexOf(x);
+      x.s.emit("to", "soak", "m", { s: i, seq: x.sentAt.length });
+      x.sentAt.push(Date.now());
     }
     await sleep(20);
   }
 })();
 
-const requests = { started: 0, settled: 0, unsettled: 0, errors: 0 };
-async function timed(name, bound, f) {
+// A request counts against the goal only when its requester's worker stayed
+// untainted while it ran (a SIGSTOP of the requester's own worker delays its
+// answer by the stop, as it would with any server).
+const requests = { started: 0, settled: 0, unsettled: 0, requesterFaulted: 0 };
+async function timed(name, bound, c, f) {
   requests.started++;
   const t = Date.now();
+  let err = null;
   try {
     await f();
-    const ms = Date.now() - t;
-    if (ms > bound) {
-      requests.unsettled++;
-      log(`request ${name} took ${ms} ms (bound ${bound})`);
-    } else requests.settled++;
   } catch (e) {
-    // A client-side timeout (10 s) is an unsettled request.
-    requests.unsettled++;
-    log(`request ${name} failed: ${e.message}`);
+    err = e; // a client-side timeout (10 s) is an unsettled request
   }
+  const end = Date.now();
+  const ms = end - t;
+  if (tainted(c.worker, t, end) || !c.alive) {
+    requests.requesterFaulted++;
+  } else if (err) {
+    requests.unsettled++;
+    log(`request ${name} on worker ${c.worker} failed after ${ms} ms: ${err.message}`);
+  } else if (ms > bound) {
+    requests.unsettled++;
+    log(`request ${name} on worker ${c.worker} took ${ms} ms (bound ${bound})`);
+  } else requests.settled++;
 }
 const requestLoop = (async () => {
   while (!stop) {
-    const live = receivers.filter((r) => r.alive && !faulted.has(r.worker));
-    if (live.length === 0) break;
+    const now = Date.now();
+    const live = receivers.filter((r) => r.alive && !tainted(r.worker, now - 1000, now));
+    if (live.length === 0) {
+      await sleep(200);
+      continue;
+    }
     const c = live[rand(live.length)];
     // Bounds: the request timeouts (5 s fetch / server_emit, 2 s ask) plus 1 s.
     const kind = rand(3);
-    if (kind === 0) await timed("fetch", 6000, () => call(c, "fetch", "soak"));
-    else if (kind === 1) await timed("ask", 3000, () => call(c, "ask", "soak", 2000));
-    else await timed("server_emit", 6000, () => call(c, "server_emit", 1));
+    if (kind === 0) await timed("fetch", 6000, c, () => call(c, "fetch", "soak"));
+    else if (kind === 1) await timed("ask", 3000, c, () => call(c, "ask", "soak", 2000));
+    else await timed("server_emit", 6000, c, () => call(c, "server_emit", 1));
     await sleep(100);
   }
 })();
@@ -256,8 +338,8 @@ async function fault() {
   const pid = workerPids.get(w);
   const f = { t: Math.round((Date.now() - T0) / 1000), kind };
   if (kind === "kill9" && pid) {
-    faulted.add(w);
     f.worker = w;
+    taint(w, Date.now() - 1000, Date.now() + 5000);
     process.kill(pid, "SIGKILL");
     restarts++;
     // Learn the new pid once the primary restarted it.
@@ -272,11 +354,14 @@ async function fault() {
       }
     }, 1500);
   } else if (kind === "stop" && pid) {
-    faulted.add(w);
     f.worker = w;
+    const from = Date.now() - 1000;
+    taint(w, from, Infinity);
     process.kill(pid, "SIGSTOP");
     await sleep(HB_TIMEOUT + 1500);
     process.kill(pid, "SIGCONT");
+    taints.get(w).pop();
+    taint(w, from, Date.now() + 5000);
   } else if (kind === "stuck") {
     stuck.push(await stuckClient());
   } else if (kind === "burst") {
@@ -305,23 +390,42 @@ await sleep(3000);
 clearInterval(sampler);
 sample();
 
-// ---- accounting: a message counts once a receiver on another worker than
-// its sender's got it (it left the sender's worker: every receiver of an
-// unfaulted worker must have it).
-const delivered = senders.map(() => new Set());
-for (const r of receivers) {
-  for (const [s, set] of r.got) if (r.worker !== senders[s].worker) for (const q of set) delivered[s].add(q);
-}
+// ---- accounting (see the header): per receiver, the messages sent while
+// it was in the room, by senders whose worker and its own were untainted.
+const end = Date.now();
 let expected = 0;
 let lost = 0;
 let checked = 0;
+const lostBy = {};
+const firstAt = (arr, t) => {
+  let lo = 0;
+  let hi = arr.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (arr[mid] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+};
 for (const r of receivers) {
-  if (!r.alive || faulted.has(r.worker)) continue;
+  const from = r.joinedAt + 1000;
+  const to = (r.goneAt ?? end) - 1000;
+  if (to <= from) continue;
   checked++;
-  for (let s = 0; s < senders.length; s++) {
-    const got = r.got.get(s) ?? new Set();
-    expected += delivered[s].size;
-    for (const q of delivered[s]) if (!got.has(q)) lost++;
+  for (let i = 0; i < senders.length; i++) {
+    const x = senders[i];
+    const got = r.got.get(i);
+    for (let q = firstAt(x.sentAt, from); q < x.sentAt.length && x.sentAt[q] <= to; q++) {
+      const t = x.sentAt[q];
+      if (tainted(r.worker, t - 1000, t + 1000) || tainted(x.worker, t - 1000, t + 1000)) continue;
+      if (x.s.goneAt !== undefined && x.s.goneAt < t + 1000) continue;
+      expected++;
+      if (!got?.has(q)) {
+        lost++;
+        const k = `w${x.worker}->w${r.worker}`;
+        lostBy[k] = (lostBy[k] ?? 0) + 1;
+      }
+    }
   }
 }
 const first = samples[1] ?? samples[0];
@@ -332,10 +436,12 @@ const summary = {
   workers: opt.workers,
   receivers: receivers.length,
   receivers_checked: checked,
-  faulted_workers: [...faulted],
-  sent: sent.reduce((a, b) => a + b, 0),
+  senders: senders.length,
+  tainted_s: Object.fromEntries([...taints].map(([w, l]) => [w, Math.round(l.reduce((a, [x, y]) => a + (Math.min(y, end) - x), 0) / 1000)])),
+  sent: senders.reduce((a, x) => a + x.sentAt.length, 0),
   deliveries_expected: expected,
   lost,
+  lost_by: lostBy,
   requests,
   restarts,
   faults: faults.reduce((a, f) => ((a[f.kind] = (a[f.kind] ?? 0) + 1), a), {}),
@@ -346,8 +452,9 @@ const summary = {
 const { samples: _, ...short } = summary;
 console.log(JSON.stringify(short, null, 1));
 if (opt.json) writeFileSync(opt.json, JSON.stringify(summary, null, 1));
+stop = true;
 for (const r of receivers) r.disconnect();
-for (const s of senders) s.disconnect();
+for (const x of senders) x.s.disconnect();
 for (const s of stuck) s.destroy();
 primary.kill("SIGTERM");
 await sleep(2000);
