@@ -11,12 +11,15 @@
 //! - [`sioxide`]: socketioxide's `CoreAdapter` over the component, and the
 //!   demo worker → [`link`] and [`runtime`].
 //!
+//! - [`fd_limit`]: the open-file limit, raised at start.
+//!
 //! `runtime` and `sioxide` need the default feature `runtime` (wasmtime);
 //! without it the crate is [`link`] and [`primary`] alone (the fuzz targets).
 //!
 //! The CLI (`src/main.rs`) is a thin clap shell over these. The whole chain:
 //! WIT → adapter (pure logic) → this crate (IO, processes, wasmtime) → CLI.
 
+pub mod fd_limit;
 pub mod link;
 pub mod primary;
 #[cfg(feature = "runtime")]

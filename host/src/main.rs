@@ -21,7 +21,7 @@ use sio_cluster_host::primary::sticky::{Balance, StickyConfig};
 use sio_cluster_host::primary::supervisor::{RunConfig, RunError, run};
 use sio_cluster_host::runtime::artifact::{self, ComponentError};
 use sio_cluster_host::sioxide::page;
-use tracing::error;
+use tracing::{debug, error, info, warn};
 
 /// mimalloc: the relay and the workers allocate a few small buffers per
 /// frame, freed on other threads; measured +27 % (64 B frames) and +76 %
@@ -363,6 +363,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+
+    if !matches!(cli.command, Cmd::Component(_)) {
+        match sio_cluster_host::fd_limit::raise() {
+            Ok(l) if l.was != l.soft => {
+                info!(was = l.was, now = l.soft, "raised the open-file limit to the hard limit")
+            }
+            Ok(l) => debug!(limit = l.soft, "open-file limit"),
+            Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
+        }
+    }
 
     let threads = match &cli.command {
         Cmd::Run(a) => a.cluster.threads,

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { call, connect, next, record, sleep } from "./cluster.mjs";
 import { keyFile, startPrimary, startRedis, until } from "./redis-server.mjs";
+import { metricsUrl, scrape, value } from "./ops.mjs";
 
 let uniq = 0;
 const room = (tag) => `${tag}-${process.pid}-${++uniq}`;
@@ -417,5 +418,47 @@ test("rediss:// with a private CA: the primaries talk over TLS, a wrong CA is re
     await p2.stop();
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a frame over --redis-max-frame stays on its machine, is counted, and the link stays up; the bridge's metrics", async () => {
+  const redis = await startRedis();
+  const name = `big-${process.pid}`;
+  const extra = ["--redis-max-frame", "65536", "--metrics", "127.0.0.1:0"];
+  const [p1, p2] = await Promise.all([startPrimary(redis.url, { name, extra }), startPrimary(redis.url, { name, extra })]);
+  const a = await connect(p1.url, "websocket");
+  const a2 = await connect(p1.url, "websocket");
+  const b = await connect(p2.url, "websocket");
+  try {
+    await serverCount([a, b], 4);
+    const r = room("big");
+    for (const c of [a, a2, b]) assert.equal(await call(c, "join", r), true);
+    const onA2 = record(a2, "m");
+    const onB = record(b, "m");
+    const big = "x".repeat(100_000);
+    a.emit("to", r, "m", big);
+    await until("the big frame on primary 1's other client", () => onA2.length === 1);
+    assert.equal(onA2[0][0].length, big.length);
+    await p1.waitLog(/frame larger than --redis-max-frame not sent to other primaries/);
+    // The next small message still crosses: the Redis link was not killed.
+    a.emit("to", r, "m", "small");
+    await until("the small frame on primary 2", () => onB.length >= 1);
+    assert.deepEqual(onB.map((m) => m[0]), ["small"], "the big frame never reached primary 2");
+    const m1 = await scrape(metricsUrl(p1));
+    assert.equal(value(m1, "sio_redis_oversize_total"), 1);
+    assert.equal(value(m1, "sio_redis_link_up"), 1);
+    assert.equal(value(m1, "sio_redis_peers"), 1);
+    assert.equal(value(m1, "sio_redis_peer_nodes"), 4, "primary 2's two workers, two namespaces each");
+    assert.equal(value(m1, "sio_redis_link_losses_total"), 0);
+    assert.ok(value(m1, "sio_redis_records_out_total") > 0);
+    const m2 = await scrape(metricsUrl(p2));
+    assert.equal(value(m2, "sio_redis_oversize_total"), 0);
+    assert.ok(value(m2, "sio_redis_records_in_total") > 0);
+    assert.equal(value(m2, "sio_redis_forged_total"), 0);
+  } finally {
+    for (const c of [a, a2, b]) c.disconnect();
+    await p1.stop();
+    await p2.stop();
+    await redis.stop();
   }
 });

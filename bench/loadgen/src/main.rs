@@ -44,6 +44,14 @@ fn main() -> ExitCode {
                 eprintln!("loadgen: {msg}");
                 return ExitCode::from(2);
             }
+            if let Some(limit) = sys::raise_fd_limit()
+                && (limit as u128) < u128::from(args.clients) + 64
+            {
+                eprintln!(
+                    "loadgen: warning: the open-file limit ({limit}) is below --clients {}; raise it (ulimit -n)",
+                    args.clients
+                );
+            }
             let mut builder = if args.threads == 0 {
                 tokio::runtime::Builder::new_current_thread()
             } else {

@@ -131,6 +131,18 @@ pub fn to_event(room: &str, t: u64, seq: u64, sender: usize, pad: &str) -> Strin
     }
 }
 
+/// The `all` event of the load (`--all`): `42["all","m",{"t":..,"seq":..,"sender":..}]`,
+/// which the demo worker emits to every client of the cluster.
+pub fn all_event(t: u64, seq: u64, sender: usize, pad: &str) -> String {
+    if pad.is_empty() {
+        format!("42[\"all\",\"m\",{{\"t\":{t},\"seq\":{seq},\"sender\":{sender}}}]")
+    } else {
+        format!(
+            "42[\"all\",\"m\",{{\"t\":{t},\"seq\":{seq},\"sender\":{sender},\"pad\":\"{pad}\"}}]"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,6 +103,15 @@ pub struct RunArgs {
     /// cluster); 0: a current-thread runtime (everything on the main thread).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub threads: u16,
+    /// Senders emit `all` (to every client of the cluster) instead of `to`
+    /// their room: each message is expected at every connected client.
+    #[arg(long)]
+    pub all: bool,
+    /// Loopback source addresses: client i connects from 127.0.0.(1 + i % N),
+    /// to get past the ephemeral ports of one address pair (~28 000 here)
+    /// with a loopback cluster URL. 1: let the kernel choose.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub source_addrs: u8,
     /// Add a string of B bytes to each payload.
     #[arg(long, default_value_t = 0)]
     pub payload_bytes: usize,
@@ -342,10 +351,30 @@ async fn await_ack(ws: &mut Ws, id: u64) -> Result<String> {
 }
 
 /// Engine.IO open, Socket.IO CONNECT, `whoami`, `join`.
-async fn handshake(target: &Target, room: &str) -> Result<Conn> {
-    let tcp = TcpStream::connect(&target.addr)
-        .await
-        .with_context(|| format!("connect to {}", target.addr))?;
+/// The loopback source address of client `idx` with `--source-addrs n`
+/// (`None` for 1: the kernel chooses).
+fn source_addr(idx: usize, n: u8) -> Option<std::net::IpAddr> {
+    (n > 1).then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (idx % usize::from(n)) as u8).into())
+}
+
+async fn handshake(target: &Target, room: &str, source: Option<std::net::IpAddr>) -> Result<Conn> {
+    let tcp = match source {
+        None => TcpStream::connect(&target.addr)
+            .await
+            .with_context(|| format!("connect to {}", target.addr))?,
+        Some(ip) => {
+            let to = tokio::net::lookup_host(&target.addr)
+                .await?
+                .find(|a| a.is_ipv4())
+                .ok_or_else(|| anyhow!("{} has no IPv4 address", target.addr))?;
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(std::net::SocketAddr::new(ip, 0))
+                .with_context(|| format!("bind to {ip}"))?;
+            sock.connect(to)
+                .await
+                .with_context(|| format!("connect to {} from {ip}", target.addr))?
+        }
+    };
     tcp.set_nodelay(true)?;
     // tungstenite zero-fills the free part of its read buffer before every
     // read(2): with the 128 KiB default that memset is most of the harness's
@@ -423,7 +452,8 @@ async fn client_task(
         let Ok(permit) = sem.acquire().await else {
             return ClientStats::default();
         };
-        let r = timeout(hs, handshake(target, &room)).await;
+        let source = source_addr(idx, o.source_addrs);
+        let r = timeout(hs, handshake(target, &room, source)).await;
         drop(permit);
         let err = match r {
             Ok(Ok(c)) => break c,
@@ -713,6 +743,15 @@ impl Client {
         }
     }
 
+    /// The frame of message `seq` of sender `k`: `to` its room, or `all`.
+    fn event(&self, t: u64, seq: u64, k: usize) -> String {
+        if self.shared.o.all {
+            proto::all_event(t, seq, k, &self.shared.pad)
+        } else {
+            proto::to_event(&self.target, t, seq, k, &self.shared.pad)
+        }
+    }
+
     /// Max mode: send until the window is full (or the measurement ended).
     async fn pump(
         &mut self,
@@ -762,7 +801,7 @@ impl Client {
             if t >= plan.measure_start {
                 s.measured += 1;
             }
-            let frame = proto::to_event(&self.target, t, seq, s.k, &self.shared.pad);
+            let frame = self.event(t, seq, s.k);
             ws.feed(Message::text(frame))
                 .await
                 .map_err(|e| format!("transport error: {e}"))?;
@@ -822,7 +861,7 @@ impl Client {
         }
         for _ in 0..n {
             let t = sys::now_us();
-            let frame = proto::to_event(&self.target, t, s.seq, s.k, &self.shared.pad);
+            let frame = self.event(t, s.seq, s.k);
             s.seq += 1;
             if t >= plan.measure_start && t < plan.measure_end {
                 s.measured += 1;
@@ -1134,6 +1173,11 @@ async fn run_inner(o: RunArgs) -> Result<()> {
             sender_worker[i] = w;
         }
         room_size[room_of(i, rooms)] += 1;
+    }
+    if o.all {
+        // Every message goes to every connected client.
+        let total = who.len() as u32;
+        room_size.iter_mut().for_each(|r| *r = total);
     }
     let senders_connected = sender_worker.iter().filter(|&&w| w >= 0).count();
     if senders_connected == 0 {

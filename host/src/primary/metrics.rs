@@ -134,6 +134,8 @@ pub struct Sources {
     pub router: Option<Arc<Router>>,
     /// The supervisor's counters (`run` only).
     pub supervisor: Option<Arc<SupervisorStats>>,
+    /// The Redis bridge (`--redis` only).
+    pub bridge: Option<crate::primary::bridge::BridgeProbe>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -506,6 +508,41 @@ impl Collector for Sources {
             )?;
         }
 
+        // The Redis bridge.
+        if let Some(bridge) = &self.bridge {
+            let (peers, nodes) = bridge.peers();
+            family(
+                e,
+                "sio_redis_link_up",
+                "1 while the primary's Redis link is up.",
+                Gauge,
+                one(u64::from(bridge.up())),
+            )?;
+            family(
+                e,
+                "sio_redis_peers",
+                "Other primaries this one hears from through Redis.",
+                Gauge,
+                one(peers as u64),
+            )?;
+            family(
+                e,
+                "sio_redis_peer_nodes",
+                "Adapter nodes those primaries host.",
+                Gauge,
+                one(nodes as u64),
+            )?;
+            for (field, help, v) in bridge.stats().fields() {
+                family(
+                    e,
+                    &format!("sio_redis_{field}"),
+                    help.trim(),
+                    Counter,
+                    one(v),
+                )?;
+            }
+        }
+
         // What workers report (WorkerStats).
         let reported = || {
             per.iter()
@@ -675,6 +712,7 @@ mod tests {
             hub,
             router: None,
             supervisor: None,
+            bridge: None,
         });
         assert!(
             text.contains("# TYPE sio_hub_frames_received_total counter"),

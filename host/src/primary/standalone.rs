@@ -232,6 +232,7 @@ pub async fn run_hub(config: StandaloneConfig) -> Result<(), StandaloneError> {
                 hub: hub.clone(),
                 router: None,
                 supervisor: None,
+                bridge: bridge.as_ref().map(Bridge::probe),
             },
         ))
     });

@@ -756,6 +756,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
                 hub: hub.clone(),
                 router: Some(router.clone()),
                 supervisor: Some(stats.clone()),
+                bridge: bridge.as_ref().map(Bridge::probe),
             },
         ))
     });

@@ -192,19 +192,26 @@ pub enum BridgeError {
 }
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
         /// Counters of the bridge (monotonic).
         #[derive(Debug, Default)]
-        pub struct BridgeStats { $( $(#[$doc])* pub $name: AtomicU64, )* }
+        pub struct BridgeStats { $( $(#[doc = $doc])* pub $name: AtomicU64, )* }
 
         /// A copy of [`BridgeStats`] at one instant.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-        pub struct BridgeStatsSnapshot { $( $(#[$doc])* pub $name: u64, )* }
+        pub struct BridgeStatsSnapshot { $( $(#[doc = $doc])* pub $name: u64, )* }
 
         impl BridgeStats {
             /// Reads every counter.
             pub fn snapshot(&self) -> BridgeStatsSnapshot {
                 BridgeStatsSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+
+        impl BridgeStatsSnapshot {
+            /// Every counter as (field name, its doc line, value), in order.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![ $( (stringify!($name), concat!($($doc),*), self.$name), )* ]
             }
         }
     };
@@ -431,6 +438,35 @@ impl RemoteLink for Shared {
     }
 }
 
+/// Reads a bridge's counters and link state (the primary's metrics); stays
+/// valid after the bridge stopped.
+#[derive(Clone)]
+pub struct BridgeProbe(Arc<Shared>);
+
+impl BridgeProbe {
+    /// The bridge's counters.
+    pub fn stats(&self) -> BridgeStatsSnapshot {
+        self.0.stats.snapshot()
+    }
+
+    /// Whether the Redis link is up.
+    pub fn up(&self) -> bool {
+        self.0.up.load(Ordering::Relaxed)
+    }
+
+    /// Other primaries known now, and the adapter nodes they host.
+    pub fn peers(&self) -> (usize, usize) {
+        let p = lock(&self.0.peers);
+        (p.len(), p.uid_count())
+    }
+}
+
+impl std::fmt::Debug for BridgeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeProbe").finish_non_exhaustive()
+    }
+}
+
 /// A running bridge (see the module docs).
 pub struct Bridge {
     shared: Arc<Shared>,
@@ -498,6 +534,11 @@ impl Bridge {
     /// The bridge's counters.
     pub fn stats(&self) -> BridgeStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// A handle that reads this bridge's state for the metrics.
+    pub fn probe(&self) -> BridgeProbe {
+        BridgeProbe(self.shared.clone())
     }
 
     /// Publishes the leave (when connected) and stops; bounded by the
