@@ -28,7 +28,7 @@ pub fn raise() -> io::Result<FdLimit> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let was = lim.rlim_cur as u64;
+    let was: u64 = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: setrlimit reads one rlimit through a valid pointer.
@@ -38,8 +38,8 @@ pub fn raise() -> io::Result<FdLimit> {
     }
     Ok(FdLimit {
         was,
-        soft: lim.rlim_cur as u64,
-        hard: lim.rlim_max as u64,
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
     })
 }
 

@@ -367,7 +367,11 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Cmd::Component(_)) {
         match sio_cluster_host::fd_limit::raise() {
             Ok(l) if l.was != l.soft => {
-                info!(was = l.was, now = l.soft, "raised the open-file limit to the hard limit")
+                info!(
+                    was = l.was,
+                    now = l.soft,
+                    "raised the open-file limit to the hard limit"
+                )
             }
             Ok(l) => debug!(limit = l.soft, "open-file limit"),
             Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),

@@ -292,8 +292,11 @@ fn scrape(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .expect("write");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read /metrics");
     let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
@@ -361,7 +364,9 @@ fn hub_metrics_count_what_its_links_did() {
     }
     for i in 0..5u8 {
         match read_frame(&mut b) {
-            Some(FromHub::Frame { from: 0xa, frame, .. }) => assert_eq!(frame.as_ref(), &[i; 3]),
+            Some(FromHub::Frame {
+                from: 0xa, frame, ..
+            }) => assert_eq!(frame.as_ref(), &[i; 3]),
             other => panic!("expected frame {i}, got {other:?}"),
         }
     }
@@ -395,10 +400,22 @@ fn hub_metrics_count_what_its_links_did() {
         Some(5.0),
         "{body}"
     );
-    assert_eq!(sample(&body, "sio_hub_frames_delivered_total", ""), Some(5.0));
-    assert_eq!(sample(&body, "sio_hub_worker_stats_reports_total", ""), Some(1.0));
-    assert_eq!(sample(&body, "sio_worker_adapter_rooms", "worker=\"1\""), Some(7.0));
-    assert_eq!(sample(&body, "sio_worker_adapter_namespaces", "worker=\"1\""), Some(2.0));
+    assert_eq!(
+        sample(&body, "sio_hub_frames_delivered_total", ""),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&body, "sio_hub_worker_stats_reports_total", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, "sio_worker_adapter_rooms", "worker=\"1\""),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(&body, "sio_worker_adapter_namespaces", "worker=\"1\""),
+        Some(2.0)
+    );
     assert_eq!(sample(&body, "sio_hub_links_attached_total", ""), Some(3.0));
     drop(hub);
     let _ = std::fs::remove_dir_all(dir);

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if let Some(limit) = sys::raise_fd_limit()
-                && (limit as u128) < u128::from(args.clients) + 64
+                && limit < u64::from(args.clients) + 64
             {
                 eprintln!(
                     "loadgen: warning: the open-file limit ({limit}) is below --clients {}; raise it (ulimit -n)",

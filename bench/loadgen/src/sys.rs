@@ -196,5 +196,5 @@ pub fn raise_fd_limit() -> Option<u64> {
             return None;
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
