@@ -159,10 +159,12 @@ fn check_payload(p: &[u8]) {
         }
         (
             Ok(None),
-            Ok(ToHub::Hello { .. }
-            | ToHub::SessionOpened { .. }
-            | ToHub::SessionClosed { .. }
-            | ToHub::WorkerStats { .. }),
+            Ok(
+                ToHub::Hello { .. }
+                | ToHub::SessionOpened { .. }
+                | ToHub::SessionClosed { .. }
+                | ToHub::WorkerStats { .. },
+            ),
         ) => {}
         (Ok(None), Err(_)) => {} // not relayed; the full decoder refuses it
         (Err(a), Err(b)) => assert_eq!(&a, b, "header and decoder refuse alike"),
