@@ -69,9 +69,16 @@ pub struct RunArgs {
     /// Number of rooms; client i joins room r{hash(i) % R} (see [`room_of`]).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub rooms: u32,
-    /// Senders: clients 0..S-1; sender k sends to room r{k % R}.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Senders: clients 0..S-1; sender k sends to room r{k % R}. 0 (with
+    /// --start-at-us): receive only, for a load spread over processes.
+    #[arg(long, default_value_t = 10)]
     pub senders: u32,
+    /// Start the warm-up at this CLOCK_MONOTONIC time (µs) instead of 200 ms
+    /// after the connect phase, so that load client processes on one machine
+    /// share one measurement window (their clients count every message sent
+    /// in it).
+    #[arg(long)]
+    pub start_at_us: Option<u64>,
     /// max: closed loop with --window in flight per sender; rate: open loop at --rate.
     #[arg(long, value_enum, default_value_t = Mode::Max)]
     pub mode: Mode,
@@ -162,6 +169,9 @@ impl RunArgs {
         }
         if self.procs != 1 {
             return Err("--procs: only 1 (use --threads T for more cores)".to_owned());
+        }
+        if self.senders == 0 && self.start_at_us.is_none() {
+            return Err("--senders 0 (receive only) needs --start-at-us".to_owned());
         }
         if self.senders > self.clients {
             return Err(format!(
@@ -1180,13 +1190,23 @@ async fn run_inner(o: RunArgs) -> Result<()> {
         room_size.iter_mut().for_each(|r| *r = total);
     }
     let senders_connected = sender_worker.iter().filter(|&&w| w >= 0).count();
-    if senders_connected == 0 {
+    if senders_connected == 0 && senders > 0 {
         let _ = phase_tx.send(Phase::Stop);
         bail!("none of the {senders} senders could connect");
     }
 
     // ---- warm-up + measurement
-    let warmup_start = sys::now_us() + 200_000;
+    let warmup_start = match o.start_at_us {
+        Some(at) => {
+            if sys::now_us() > at {
+                let _ = phase_tx.send(Phase::Stop);
+                bail!("the connect phase ended after --start-at-us");
+            }
+            tokio::time::sleep_until(instant_at(at)).await;
+            at
+        }
+        None => sys::now_us() + 200_000,
+    };
     let measure_start = warmup_start + (o.warmup * 1e6).round() as u64;
     let measure_end = measure_start + (o.duration * 1e6).round() as u64;
     let plan = Arc::new(Plan {
