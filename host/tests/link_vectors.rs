@@ -27,6 +27,7 @@ fn variant(e: &CodecError) -> &'static str {
         CodecError::Trailing => "Trailing",
         CodecError::BadUtf8 => "BadUtf8",
         CodecError::StringTooLong(_) => "StringTooLong",
+        CodecError::TooManyFields(_) => "TooManyFields",
     }
 }
 

@@ -150,6 +150,26 @@ pub fn iso_now() -> String {
     )
 }
 
+/// Raises the soft open-file limit to the hard one (each client is a
+/// socket); returns the new soft limit.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit / setrlimit take one valid rlimit pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return None;
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,24 +197,4 @@ mod tests {
         assert_eq!(s.len(), 24, "{s}");
         assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
     }
-}
-
-/// Raises the soft open-file limit to the hard one (each client is a
-/// socket); returns the new soft limit.
-pub fn raise_fd_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit / setrlimit take one valid rlimit pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return None;
-        }
-    }
-    Some(lim.rlim_cur)
 }

@@ -293,6 +293,9 @@ export function decodeToHub(payload) {
     case Kind.WORKER_STATS: {
       const version = f.u16();
       const count = f.u16();
+      if (count > MAX_STATS_FIELDS) {
+        throw new CodecError("TooManyFields", `${count} stats fields exceed the maximum of ${MAX_STATS_FIELDS}`);
+      }
       const values = [];
       for (let i = 0; i < count; i++) values.push(f.u64().toString());
       f.end();

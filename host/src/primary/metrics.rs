@@ -733,6 +733,7 @@ mod tests {
             hub,
             router: None,
             supervisor: Some(sup),
+            bridge: None,
         });
         assert!(
             text.contains("sio_worker_restarts_total{worker=\"1\"} 3\n"),
