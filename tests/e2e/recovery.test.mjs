@@ -11,75 +11,11 @@
 // `maxDisconnectionDuration` it gets a fresh session.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { io } from "socket.io-client";
 import { KINDS, call, sleep, startCluster } from "./cluster.mjs";
+import { checkRestored, client, drop, expectEvents, reconnect, send, waitFor as until } from "./recovery-client.mjs";
 
 const RECOVERY_MS = 4000;
 const run = KINDS.includes("node") ? describe : describe.skip;
-
-/** A client with recovery-friendly options; reconnection is driven by the test. */
-async function client(url) {
-  const s = io(url, { transports: ["websocket"], forceNew: true, reconnection: false, timeout: 10_000 });
-  await new Promise((resolve, reject) => {
-    s.once("connect", resolve);
-    s.once("connect_error", reject);
-  });
-  s.events = [];
-  s.on("ev", (...args) => s.events.push(args));
-  const me = await call(s, "whoami");
-  s.worker = me.worker;
-  s.workerPid = me.pid;
-  return s;
-}
-
-/** Resolves once `pred()` holds, polling; rejects after `ms`. */
-async function until(pred, ms, what) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-/** Closes the transport and waits for the client's `disconnect`. */
-async function drop(s) {
-  const gone = new Promise((resolve) => s.once("disconnect", resolve));
-  s.io.engine.close();
-  const reason = await gone;
-  // The client calls its own close "forced close"; the server sees "transport close" (recoverable).
-  assert.ok(["forced close", "transport close"].includes(reason), reason);
-}
-
-/** Reconnects (the client sends its pid and last offset) and waits for `connect`. */
-async function reconnect(s) {
-  const back = new Promise((resolve, reject) => {
-    s.once("connect", resolve);
-    s.once("connect_error", reject);
-  });
-  s.connect();
-  await back;
-  const me = await call(s, "whoami");
-  s.worker = me.worker;
-  s.workerPid = me.pid;
-}
-
-/** Sends `ev` payloads `from..to-1` to room `room` from `sender`, then waits for them to be published. */
-async function send(sender, room, from, to) {
-  for (let i = from; i < to; i++) sender.emit("to", room, "ev", i);
-  await call(sender, "whoami"); // after the events on that worker: published
-}
-
-/** Waits for exactly `expected` payloads on `s`, in order, then checks nothing more comes. */
-async function expectEvents(s, expected) {
-  await until(() => s.events.length >= expected.length, 5000, `${expected.length} events (got ${s.events.length})`);
-  await sleep(300);
-  const payloads = s.events.map((a) => a[0]);
-  assert.deepEqual(payloads, expected, "every packet once, in order");
-  for (const args of s.events) {
-    assert.equal(args.length, 2, "the offset is the last argument");
-    assert.match(args[1], /^[0-9a-f]{16}-\d+(\.[0-9a-f]{16}-\d+)*$/);
-  }
-}
 
 run("connection state recovery (node workers)", () => {
   let cluster;
@@ -111,15 +47,6 @@ run("connection state recovery (node workers)", () => {
     await send(sender, room, 0, 1);
     await expectEvents(c, [0]);
     return { c, sender };
-  }
-
-  async function checkRestored(c, room, sid) {
-    assert.equal(c.recovered, true, "socket.recovered");
-    assert.equal(c.id, sid, "same socket id");
-    const st = await call(c, "state");
-    assert.equal(st.recovered, true);
-    assert.deepEqual(st.data, { user: "ada", n: 1 });
-    assert.deepEqual(st.rooms, [room, sid].sort());
   }
 
   test("same worker, other worker, again and again: missed packets once and in order", async () => {

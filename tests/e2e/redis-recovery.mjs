@@ -10,8 +10,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { connect as tcpConnect, createServer } from "node:net";
-import { io } from "socket.io-client";
-import { NODE_WORKER, call, ensureNodeHost, sleep } from "./cluster.mjs";
+import { NODE_WORKER, call, ensureNodeHost } from "./cluster.mjs";
+import { checkRestored, client, drop, expectEvents, reconnect, send } from "./recovery-client.mjs";
 import { startPrimary, startRedis, until } from "./redis-server.mjs";
 
 const RECOVERY_MS = 20_000;
@@ -53,57 +53,6 @@ async function startSwitch(port) {
 
 const portOf = (url) => Number(new URL(url).port);
 
-/** A websocket client of `url`; reconnection is driven by the test. */
-async function client(url) {
-  const s = io(url, { transports: ["websocket"], forceNew: true, reconnection: false, timeout: 10_000 });
-  await new Promise((resolve, reject) => {
-    s.once("connect", resolve);
-    s.once("connect_error", reject);
-  });
-  s.events = [];
-  s.on("ev", (...args) => s.events.push(args));
-  s.me = await call(s, "whoami");
-  return s;
-}
-
-async function reconnect(s) {
-  const back = new Promise((resolve, reject) => {
-    s.once("connect", resolve);
-    s.once("connect_error", reject);
-  });
-  s.connect();
-  await back;
-  s.me = await call(s, "whoami");
-}
-
-/** Closes the client's transport (a recoverable disconnect on the server). */
-async function drop(s) {
-  const gone = new Promise((resolve) => s.once("disconnect", resolve));
-  s.io.engine.close();
-  await gone;
-}
-
-/** Emits payloads `from..to-1` to `room` from `sender`; returns once its worker handled them. */
-async function send(sender, room, from, to) {
-  for (let i = from; i < to; i++) sender.emit("to", room, "ev", i);
-  await call(sender, "whoami");
-}
-
-async function expectEvents(s, expected) {
-  await until(`${expected.length} events`, () => s.events.length >= expected.length, 10_000, 10);
-  await sleep(300);
-  assert.deepEqual(s.events.map((a) => a[0]), expected, "every packet once, in order");
-}
-
-async function checkRestored(c, room, sid) {
-  assert.equal(c.recovered, true, "socket.recovered");
-  assert.equal(c.id, sid, "same socket id");
-  const st = await call(c, "state");
-  assert.equal(st.recovered, true);
-  assert.deepEqual(st.data, { user: "ada", n: 1 });
-  assert.deepEqual(st.rooms, [room, sid].sort());
-}
-
 describe("connection state recovery across primaries through redis", () => {
   let redis;
   let saved;
@@ -140,7 +89,7 @@ describe("connection state recovery across primaries through redis", () => {
     assert.equal(await call(c, "set_data", { user: "ada", n: 1 }), true);
     // One packet first: the client needs an offset (socket.io#5538).
     await send(sender, room, 0, 1);
-    await expectEvents(c, [0]);
+    await expectEvents(c, [0], 10_000);
     return { c, sender };
   }
 
@@ -158,17 +107,17 @@ describe("connection state recovery across primaries through redis", () => {
       await reconnect(c);
       assert.notEqual(c.me.pid, first, "on a worker of primary 2");
       await checkRestored(c, room, sid);
-      await expectEvents(c, [0, 1, 2, 3]);
+      await expectEvents(c, [0, 1, 2, 3], 10_000);
       // Live packets from primary 1 after the restore on primary 2.
       await send(sender, room, 4, 6);
-      await expectEvents(c, [0, 1, 2, 3, 4, 5]);
+      await expectEvents(c, [0, 1, 2, 3, 4, 5], 10_000);
       // And home again: a second recovery, now of a session primary 2 holds.
       await drop(c);
       await send(sender, room, 6, 8);
       sw.to(portOf(p1.url));
       await reconnect(c);
       await checkRestored(c, room, sid);
-      await expectEvents(c, [0, 1, 2, 3, 4, 5, 6, 7]);
+      await expectEvents(c, [0, 1, 2, 3, 4, 5, 6, 7], 10_000);
       c.disconnect();
       sender.disconnect();
     } finally {
@@ -194,7 +143,7 @@ describe("connection state recovery across primaries through redis", () => {
       sw.to(portOf(p2.url));
       await reconnect(c);
       await checkRestored(c, room, sid);
-      await expectEvents(c, [0, 1, 2, 3]);
+      await expectEvents(c, [0, 1, 2, 3], 10_000);
       c.disconnect();
       sender.disconnect();
     } finally {
