@@ -1202,7 +1202,10 @@ async fn run_inner(o: RunArgs) -> Result<()> {
                 let _ = phase_tx.send(Phase::Stop);
                 bail!("the connect phase ended after --start-at-us");
             }
-            tokio::time::sleep_until(instant_at(at)).await;
+            // Like the default: the clients see the phase 200 ms before the
+            // window, so that none misses a message of it while still
+            // switching (the senders' first message falls before it).
+            tokio::time::sleep_until(instant_at(at.saturating_sub(200_000))).await;
             at
         }
         None => sys::now_us() + 200_000,
