@@ -26,10 +26,10 @@
 // sender, the others receive only, and all share one measurement window
 // (--start-at-us), so the broadcast is counted on every client.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import net from "node:net";
+import { freePort, procInfo, processTree } from "./lib/proc.mjs";
 
 const args = process.argv.slice(2);
 const opt = {
@@ -59,50 +59,9 @@ const log = (...a) => console.log(`[${((Date.now() - T0) / 1000).toFixed(1)}s]`,
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const underLimit = (cmd, n) => ["-c", `ulimit -Hn ${n} 2>/dev/null; ulimit -n ${n} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec ${cmd}`];
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function proc(pid) {
-  try {
-    const st = readFileSync(`/proc/${pid}/status`, "utf8");
-    return {
-      rss: Number(st.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0) / 1024,
-      fds: readdirSync(`/proc/${pid}/fd`).length,
-    };
-  } catch {
-    return null;
-  }
-}
-
-function tree(root) {
-  const kids = new Map();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = readFileSync(`/proc/${d}/stat`, "utf8");
-      const ppid = Number(s.slice(s.lastIndexOf(")") + 2).split(" ")[1]);
-      if (!kids.has(ppid)) kids.set(ppid, []);
-      kids.get(ppid).push(Number(d));
-    } catch {}
-  }
-  const out = [];
-  const walk = (p) => {
-    out.push(p);
-    for (const k of kids.get(p) ?? []) walk(k);
-  };
-  walk(root);
-  return out;
-}
-
 /** RSS (MiB) and fds of the cluster: the primary and every process under it. */
 function clusterSample(shellPid) {
-  const procs = tree(shellPid).map((pid) => ({ pid, ...proc(pid) })).filter((p) => p.rss !== undefined);
+  const procs = processTree(shellPid).map((pid) => ({ pid, ...procInfo(pid) })).filter((p) => p.rss !== undefined);
   return { rss: procs.reduce((a, p) => a + p.rss, 0), procs };
 }
 
@@ -165,7 +124,7 @@ let peakLoad = null;
 const samples = [];
 const sampler = setInterval(() => {
   const s = clusterSample(cluster.pid);
-  const l = loaders.flatMap((x) => tree(x.lg.pid)).map(proc).filter(Boolean).reduce((a, p) => a + p.rss, 0);
+  const l = loaders.flatMap((x) => processTree(x.lg.pid)).map(procInfo).filter(Boolean).reduce((a, p) => a + p.rss, 0);
   samples.push({ t: Math.round((Date.now() - T0) / 1000), rss: Math.round(s.rss), loadgen_rss: Math.round(l), fds: s.procs.map((p) => p.fds) });
   if (s.rss > peak.rss) peak = s;
   if (peakLoad === null || l > peakLoad) peakLoad = l;

@@ -13,9 +13,9 @@
 // {P} is replaced by a free port. Output: one line per run and a summary
 // (median per command), also as JSON with --json FILE.
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { writeFileSync } from "node:fs";
 import { io } from "socket.io-client";
+import { freePort, procInfo, processTree } from "./lib/proc.mjs";
 
 const args = process.argv.slice(2);
 const opt = { clients: 1000, rounds: 1, settleMs: 4000, json: null, cmds: [] };
@@ -40,46 +40,7 @@ if (opt.cmds.length === 0) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Pids of `pid` and all its descendants. */
-function tree(pid) {
-  const children = new Map();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (!children.has(ppid)) children.set(ppid, []);
-      children.get(ppid).push(Number(d));
-    } catch {}
-  }
-  const out = [];
-  const walk = (p) => {
-    out.push(p);
-    for (const c of children.get(p) ?? []) walk(c);
-  };
-  walk(pid);
-  return out;
-}
-
-function rssKb(pid) {
-  try {
-    const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/);
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-const clusterRss = (pid) => tree(pid).reduce((a, p) => a + rssKb(p), 0);
+const clusterRss = (pid) => processTree(pid).reduce((a, p) => a + (procInfo(p)?.rss ?? 0) * 1024, 0); // KiB
 
 async function waitReady(url) {
   for (let t = 0; t < 600; t++) {
@@ -126,7 +87,7 @@ async function measure({ name, cmd }) {
     }
     await sleep(opt.settleMs);
     const after = clusterRss(child.pid);
-    const procs = tree(child.pid).length;
+    const procs = processTree(child.pid).length;
     for (const s of sockets) s.disconnect();
     const r = {
       name,

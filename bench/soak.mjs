@@ -26,9 +26,10 @@
 // --fault-every-s 6, --duration-s 150, --seed N, --json FILE.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { io } from "socket.io-client";
+import { childrenOf, freePort, procInfo } from "./lib/proc.mjs";
 
 const args = process.argv.slice(2);
 const opt = { bin: "target/release/sio-cluster-host", workers: 4, clients: 1000, rate: 20, faultEveryS: 6, durationS: 150, seed: Date.now() & 0xffff, json: null };
@@ -55,38 +56,6 @@ const rand = (n) => {
 };
 const log = (...a) => console.log(`[${((Date.now() - T0) / 1000).toFixed(1)}s]`, ...a);
 const T0 = Date.now();
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function procInfo(pid) {
-  try {
-    const st = readFileSync(`/proc/${pid}/status`, "utf8");
-    const rss = Number(st.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0) / 1024;
-    const fds = readdirSync(`/proc/${pid}/fd`).length;
-    return { rss, fds };
-  } catch {
-    return null;
-  }
-}
-
-function childrenOf(pid) {
-  const out = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = readFileSync(`/proc/${d}/stat`, "utf8");
-      if (Number(s.slice(s.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(d));
-    } catch {}
-  }
-  return out;
-}
 
 // ---- the cluster
 const port = await freePort();
