@@ -251,6 +251,11 @@ struct ClusterArgs {
     /// "$(cat FILE)"` starts a rolling restart of the workers.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
+    /// Rolling restart: how long a new worker may take to attach and answer
+    /// HTTP, in ms; past it the new worker is killed, the roll stops and the
+    /// workers not yet replaced keep serving.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    start_timeout: u64,
     #[command(flatten)]
     redis: RedisArgs,
 }
@@ -517,7 +522,7 @@ fn run_cluster(
         metrics: args.metrics,
         stats_interval: Duration::from_millis(args.metrics_interval),
         pid_file: args.pid_file,
-        start_timeout: Duration::from_secs(60),
+        start_timeout: Duration::from_millis(args.start_timeout),
         redis: args.redis.config(),
     };
     match runtime.block_on(run(config)) {

@@ -37,6 +37,9 @@ fn help_of_every_subcommand() {
         "--heartbeat-interval",
         "--heartbeat-timeout",
         "--grace-period",
+        "--pid-file",
+        "--start-timeout",
+        "[default: 60000]",
         "SIO_CLUSTER_IPC",
         "[default: 3000]",
         "[default: 5000]",
@@ -57,6 +60,7 @@ fn usage_errors_exit_2() {
     assert_eq!(run(&["run"]).0, Some(2), "missing worker command");
     assert_eq!(run(&["run", "--balance", "nope", "--", "x"]).0, Some(2));
     assert_eq!(run(&["run", "--workers", "0", "--", "x"]).0, Some(2));
+    assert_eq!(run(&["run", "--start-timeout", "0", "--", "x"]).0, Some(2));
     assert_eq!(run(&["hub"]).0, Some(2), "missing --socket");
 }
 

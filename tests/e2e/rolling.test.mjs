@@ -216,3 +216,52 @@ test("a rolling restart whose new worker cannot start stops, the old generation 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("--start-timeout bounds a new worker that never serves; a SIGHUP during a roll queues one more", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sio-roll-"));
+  const pidFile = join(dir, "primary.pid");
+  const hang = join(dir, "hang");
+  const slow = join(dir, "slow");
+  // A worker command that never attaches while the file `hang` exists, and
+  // takes 500 ms to start while `slow` exists.
+  const script = 'if [ -e "$0/hang" ]; then exec sleep 60; fi; if [ -e "$0/slow" ]; then sleep 0.5; fi; exec "$1" demo-worker';
+  const cluster = await startCluster(2, ["--metrics", "127.0.0.1:0", "--pid-file", pidFile, "--start-timeout", "1500", "--", "/bin/sh", "-c", script, dir, BIN], "run");
+  const murl = metricsUrl(cluster);
+  let byWorker = [];
+  try {
+    byWorker = await clientsPerWorker(cluster.url, "websocket", 2, 1);
+    writeFileSync(hang, "");
+    const t0 = Date.now();
+    reload(pidFile);
+    await until(async () => value(await scrape(murl), "sio_rolling_restarts_total", { result: "failed" }) === 1, 10_000, "the failed roll");
+    const failedMs = Date.now() - t0;
+    assert.match(cluster.log.join(""), /did not serve within 1500 ms/);
+    assert.ok(failedMs >= 1500 && failedMs < 6000, `the roll stopped after ${failedMs} ms`);
+    for (const [s] of byWorker) assert.equal(await call(s, "server_count"), 2);
+
+    // Two SIGHUPs 300 ms apart, during a roll of slow-starting workers:
+    // the second one queues a second roll.
+    rmSync(hang);
+    writeFileSync(slow, "");
+    reload(pidFile);
+    await sleep(300);
+    reload(pidFile);
+    await until(async () => value(await scrape(murl), "sio_rolling_restarts_total", { result: "completed" }) === 2, 60_000, "two rolls");
+    const scraped = await scrape(murl);
+    for (const w of ["0", "1"]) {
+      // One failed attempt (worker 0 only) and two completed rolls.
+      assert.equal(value(scraped, "sio_worker_replacements_total", { worker: w }), w === "0" ? 3 : 2);
+    }
+    assert.match(cluster.log.join(""), /another one follows it/);
+    const after = await clientsPerWorker(cluster.url, "websocket", 2, 1);
+    for (const [s] of after) {
+      assert.equal(await call(s, "server_count"), 2);
+      s.disconnect();
+    }
+    console.log(`start timeout: roll stopped after ${failedMs} ms; two SIGHUPs: 2 rolls completed`);
+  } finally {
+    for (const [s] of byWorker) s.disconnect();
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

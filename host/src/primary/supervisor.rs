@@ -46,8 +46,10 @@
 //! new sessions. A new worker that exits, does not serve within
 //! [`RunConfig::start_timeout`] or cannot be spawned is killed, the old one
 //! goes back to its slot, and the roll stops there (logged `rolling restart
-//! stopped`); the workers not replaced serve on. A SIGHUP during a roll is
-//! ignored (logged).
+//! stopped`); the workers not replaced serve on. A SIGHUP during a roll
+//! queues one more roll, started when the current one ends (so that workers
+//! replaced before a second deploy run its code too); more SIGHUPs meanwhile
+//! add nothing (logged).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -774,8 +776,23 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut rolling: Option<tokio::task::JoinHandle<()>> = None;
+    // A SIGHUP received during a roll: one more roll once it ends.
+    let mut roll_again = false;
     loop {
+        let roll_done = async {
+            match rolling.as_mut() {
+                Some(t) if !t.is_finished() => {
+                    let _ = t.await;
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            _ = roll_done, if roll_again => {
+                roll_again = false;
+                info!("rolling restart queued by a SIGHUP during the last one: starting it");
+                rolling = Some(tokio::spawn(roll(cmds.clone(), router.clone(), stats.clone())));
+            }
             _ = sigterm.recv() => {
                 info!("SIGTERM received, stopping workers");
                 break;
@@ -786,7 +803,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             }
             _ = sighup.recv() => {
                 if rolling.as_ref().is_some_and(|t| !t.is_finished()) {
-                    warn!("SIGHUP received during a rolling restart: ignored");
+                    if roll_again {
+                        warn!("SIGHUP received during a rolling restart: one more is queued already");
+                    } else {
+                        roll_again = true;
+                        info!("SIGHUP received during a rolling restart: another one follows it");
+                    }
                 } else {
                     info!("SIGHUP received, rolling restart");
                     rolling = Some(tokio::spawn(roll(cmds.clone(), router.clone(), stats.clone())));
