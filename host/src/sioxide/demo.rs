@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::link::handoff::accept_loop;
 use crate::link::worker::WorkerEnv;
+use crate::sioxide::compact::Compact;
 use crate::sioxide::page::{self, CorsOrigins, PageService};
 use crate::sioxide::slow::{SlowConsumers, SlowPolicy};
 use crate::sioxide::{WasmCluster, WasmClusterAdapter};
@@ -367,7 +368,9 @@ pub async fn run_worker() -> Result<(), DemoError> {
         )
         .with_adapter::<Adapter>(cluster.clone())
         .build_with_inner_svc(PageService);
-    let svc = TowerToHyperService::new(page::cors(sio, &origins));
+    // Compact: the handshake's parts, kept per socket, no longer pin hyper's
+    // 8 KiB read buffer (see `compact`).
+    let svc = TowerToHyperService::new(Compact::new(page::cors(sio, &origins)));
     for nsp in NAMESPACES {
         let (c, sl) = (cluster.clone(), slow.clone());
         io.ns(nsp, move |s: SocketRef<Adapter>, io: SocketIo<Adapter>| {

@@ -17,6 +17,8 @@
 //! * [`slow`]: the slow-consumer policy (a per-client cap in bytes, a time
 //!   limit without progress);
 //! * [`demo`]: the demo worker (`shared/demo-contract.md`);
+//! * [`compact`]: handshake requests' URI and headers copied out of hyper's
+//!   read buffer, which socketioxide would otherwise pin per client;
 //! * [`page`]: the demo page the demo workers serve at `/`, and their CORS policy.
 //!
 //! Pinned to socketioxide 0.18.9 / socketioxide-core 0.20.0, common parser.
@@ -24,6 +26,7 @@
 pub mod acks;
 pub mod adapter;
 pub mod cluster;
+pub mod compact;
 pub mod convert;
 pub mod demo;
 pub mod packet;
