@@ -39,6 +39,26 @@ pub type Adapter = WasmClusterAdapter<Emitter>;
 /// measurements: bench/idle-memory.mjs).
 pub const SOCKET_BUFFER: usize = 65_536;
 
+/// Read buffer of each WebSocket (tungstenite's, engineioxide's default:
+/// 4 KiB, zero-filled on the first read, so resident for every client).
+/// `SIO_DEMO_WS_READ_BUFFER` (bytes, 64 to 16 MiB) overrides it: smaller saves
+/// memory per idle client (1 KiB: −3 KiB, BENCHMARKS.md), but a client frame
+/// larger than it takes more reads.
+pub const WS_READ_BUFFER: usize = 4096;
+
+/// `SIO_DEMO_WS_READ_BUFFER`, or [`WS_READ_BUFFER`].
+fn ws_read_buffer() -> Result<usize, DemoError> {
+    match std::env::var("SIO_DEMO_WS_READ_BUFFER") {
+        Err(_) => Ok(WS_READ_BUFFER),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if (64..=16 << 20).contains(&n) => Ok(n),
+            _ => Err(DemoError::Cluster(format!(
+                "SIO_DEMO_WS_READ_BUFFER must be a byte count from 64 to 16777216, not {v:?}"
+            ))),
+        },
+    }
+}
+
 /// Namespaces the demo serves.
 pub const NAMESPACES: [&str; 2] = ["/", "/custom"];
 
@@ -366,6 +386,7 @@ pub async fn run_worker() -> Result<(), DemoError> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SOCKET_BUFFER),
         )
+        .ws_read_buffer_size(ws_read_buffer()?)
         .with_adapter::<Adapter>(cluster.clone())
         .build_with_inner_svc(PageService);
     // Compact: the handshake's parts, kept per socket, no longer pin hyper's
