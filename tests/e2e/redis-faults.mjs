@@ -462,3 +462,54 @@ test("a frame over --redis-max-frame stays on its machine, is counted, and the l
     await redis.stop();
   }
 });
+
+test("the queue towards Redis is bounded: with Redis stopped, frames past --redis-max-queued-bytes are dropped and counted, local delivery goes on", async () => {
+  const redis = await startRedis();
+  const name = `queue-${process.pid}`;
+  const extra = ["--redis-max-frame", "65536", "--redis-max-queued-bytes", "131072", "--metrics", "127.0.0.1:0"];
+  const [p1, p2] = await Promise.all([startPrimary(redis.url, { name, extra }), startPrimary(redis.url, { name, extra })]);
+  const a = await connect(p1.url, "websocket");
+  const a2 = await connect(p1.url, "websocket");
+  const b = await connect(p2.url, "websocket");
+  try {
+    await serverCount([a, b], 4);
+    const r = room("queue");
+    for (const c of [a, a2, b]) assert.equal(await call(c, "join", r), true);
+    const onA2 = record(a2, "m");
+    // Redis stopped (not gone: its sockets stay open, writes stall once the
+    // kernel buffers are full), shorter than the 3 s primary heartbeat
+    // timeout, so that the link is not declared lost meanwhile.
+    process.kill(redis.pid, "SIGSTOP");
+    // 4 MB in all: under the 16 MiB slow-consumer cap of the receiving
+    // client, over what the kernel buffers towards a stopped Redis absorb.
+    const n = 400;
+    const payload = "q".repeat(10_000);
+    const t0 = Date.now();
+    for (let i = 0; i < n; i++) a.emit("to", r, "m", { i, payload });
+    await until("every message on primary 1's other client", () => onA2.length === n, 10_000).catch((e) => { throw new Error(`${e.message}: ${onA2.length} of ${n}`); });
+    const localMs = Date.now() - t0;
+    const m1 = await scrape(metricsUrl(p1));
+    const dropped = value(m1, "sio_redis_queue_full_total");
+    await sleep(Math.max(0, 1500 - (Date.now() - t0)));
+    process.kill(redis.pid, "SIGCONT");
+    console.log(`redis queue: ${n} frames of 10 KB with Redis stopped: local delivery of all in ${localMs} ms, ${dropped} dropped at the 128 KiB queue`);
+    assert.ok(dropped > 0, "frames past the queue bound are counted");
+    assert.deepEqual(onA2.map((m) => m[0].i), [...Array(n).keys()], "local clients got every message, in order");
+    await p1.waitLog(/queue|dropped/i);
+    // Once Redis runs again, the link carries new frames.
+    const onB = record(b, "m");
+    await until("a new frame crosses after SIGCONT", async () => {
+      a.emit("to", r, "m", "after");
+      await sleep(200);
+      return onB.some((m) => m[0] === "after");
+    }, 15_000);
+    const after = await scrape(metricsUrl(p1));
+    assert.equal(value(after, "sio_redis_link_up"), 1);
+  } finally {
+    try { process.kill(redis.pid, "SIGCONT"); } catch {}
+    for (const c of [a, a2, b]) c.disconnect();
+    await p1.stop();
+    await p2.stop();
+    await redis.stop();
+  }
+});
