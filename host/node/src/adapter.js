@@ -39,6 +39,9 @@ export const RECOVERY_DEFAULTS = {
 export const RESTORE_WAIT_MS = 1000;
 const RESTORE_RETRY_MS = 20;
 
+/** True for 1, 2, 4, 8, …: repeated failures are logged at powers of two. */
+const isPowerOfTwo = (n) => n > 0 && Number.isInteger(Math.log2(n));
+
 const canPreComputeFrame = typeof WebSocket?.Sender?.frame === "function";
 
 /**
@@ -322,16 +325,19 @@ export class ClusterAdapter extends Adapter {
         try {
           link.publish(this.uid, this.nsp.name, e.val);
         } catch (err) {
-          this.counters.linkErrors++;
-          this.cluster.log(`frame not published on ${this.nsp.name}: ${err.message}`);
+          // Logged at powers of two: a full link refuses frames by the thousand.
+          if (isPowerOfTwo(++this.counters.linkErrors)) {
+            this.cluster.log(`frame not published on ${this.nsp.name}: ${err.message} (${this.counters.linkErrors} refused)`);
+          }
         }
         return null;
       case "send":
         try {
           link.send(this.uid, e.val[0], this.nsp.name, e.val[1]);
         } catch (err) {
-          this.counters.linkErrors++;
-          this.cluster.log(`frame not sent on ${this.nsp.name}: ${err.message}`);
+          if (isPowerOfTwo(++this.counters.linkErrors)) {
+            this.cluster.log(`frame not sent on ${this.nsp.name}: ${err.message} (${this.counters.linkErrors} refused)`);
+          }
         }
         return null;
       case "apply":

@@ -185,14 +185,19 @@ impl<E: SocketEmitter<AckError = AckError>> WasmClusterAdapter<E> {
             match effect {
                 Effect::Publish(frame) => {
                     if let Err(e) = link.publish(core.uid, &core.nsp, frame) {
-                        counters.link_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(nsp = core.nsp, error = %e, "frame not published");
+                        let n = counters.link_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        // Logged at powers of two: a full link refuses frames by the thousand.
+                        if n.is_power_of_two() {
+                            warn!(nsp = core.nsp, error = %e, refused = n, "frame not published");
+                        }
                     }
                 }
                 Effect::Send(to, frame) => {
                     if let Err(e) = link.send(core.uid, to, &core.nsp, frame) {
-                        counters.link_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(nsp = core.nsp, error = %e, "frame not sent");
+                        let n = counters.link_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            warn!(nsp = core.nsp, error = %e, refused = n, "frame not sent");
+                        }
                     }
                 }
                 Effect::Apply(op) => {
