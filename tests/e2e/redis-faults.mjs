@@ -421,18 +421,38 @@ test("rediss:// with a private CA: the primaries talk over TLS, a wrong CA is re
   }
 });
 
-test("a frame over --redis-max-frame stays on its machine, is counted, and the link stays up; the bridge's metrics", async () => {
+/**
+ * Two primaries with `extra` options on one Redis, clients a and a2 on
+ * primary 1 and b on primary 2, all three in a new room `r`.
+ */
+async function twoMachinesInARoom(tag, extra) {
   const redis = await startRedis();
-  const name = `big-${process.pid}`;
-  const extra = ["--redis-max-frame", "65536", "--metrics", "127.0.0.1:0"];
+  const name = `${tag}-${process.pid}`;
   const [p1, p2] = await Promise.all([startPrimary(redis.url, { name, extra }), startPrimary(redis.url, { name, extra })]);
   const a = await connect(p1.url, "websocket");
   const a2 = await connect(p1.url, "websocket");
   const b = await connect(p2.url, "websocket");
+  const stop = async () => {
+    for (const c of [a, a2, b]) c.disconnect();
+    await p1.stop();
+    await p2.stop();
+    await redis.stop();
+  };
   try {
     await serverCount([a, b], 4);
-    const r = room("big");
+    const r = room(tag);
     for (const c of [a, a2, b]) assert.equal(await call(c, "join", r), true);
+    return { redis, p1, p2, a, a2, b, r, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+test("a frame over --redis-max-frame stays on its machine, is counted, and the link stays up; the bridge's metrics", async () => {
+  const m = await twoMachinesInARoom("big", ["--redis-max-frame", "65536", "--metrics", "127.0.0.1:0"]);
+  const { p1, p2, a, a2, b, r } = m;
+  try {
     const onA2 = record(a2, "m");
     const onB = record(b, "m");
     const big = "x".repeat(100_000);
@@ -456,25 +476,14 @@ test("a frame over --redis-max-frame stays on its machine, is counted, and the l
     assert.ok(value(m2, "sio_redis_records_in_total") > 0);
     assert.equal(value(m2, "sio_redis_forged_total"), 0);
   } finally {
-    for (const c of [a, a2, b]) c.disconnect();
-    await p1.stop();
-    await p2.stop();
-    await redis.stop();
+    await m.stop();
   }
 });
 
 test("the queue towards Redis is bounded: with Redis stopped, frames past --redis-max-queued-bytes are dropped and counted, local delivery goes on", async () => {
-  const redis = await startRedis();
-  const name = `queue-${process.pid}`;
-  const extra = ["--redis-max-frame", "65536", "--redis-max-queued-bytes", "131072", "--metrics", "127.0.0.1:0"];
-  const [p1, p2] = await Promise.all([startPrimary(redis.url, { name, extra }), startPrimary(redis.url, { name, extra })]);
-  const a = await connect(p1.url, "websocket");
-  const a2 = await connect(p1.url, "websocket");
-  const b = await connect(p2.url, "websocket");
+  const m = await twoMachinesInARoom("queue", ["--redis-max-frame", "65536", "--redis-max-queued-bytes", "131072", "--metrics", "127.0.0.1:0"]);
+  const { redis, p1, a, a2, b, r } = m;
   try {
-    await serverCount([a, b], 4);
-    const r = room("queue");
-    for (const c of [a, a2, b]) assert.equal(await call(c, "join", r), true);
     const onA2 = record(a2, "m");
     // Redis stopped (not gone: its sockets stay open, writes stall once the
     // kernel buffers are full), shorter than the 3 s primary heartbeat
@@ -507,9 +516,6 @@ test("the queue towards Redis is bounded: with Redis stopped, frames past --redi
     assert.equal(value(after, "sio_redis_link_up"), 1);
   } finally {
     try { process.kill(redis.pid, "SIGCONT"); } catch {}
-    for (const c of [a, a2, b]) c.disconnect();
-    await p1.stop();
-    await p2.stop();
-    await redis.stop();
+    await m.stop();
   }
 });
