@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 /// mimalloc: the relay and the workers allocate a few small buffers per
 /// frame, freed on other threads; measured +27 % (64 B frames) and +76 %
 /// (1 KiB) hub relay throughput over glibc malloc (`benches/relay.rs`).
+/// Built with `no_thp`: its huge-page arenas cost ~18 MiB of RSS per process.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

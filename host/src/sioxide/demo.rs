@@ -39,12 +39,13 @@ pub type Adapter = WasmClusterAdapter<Emitter>;
 /// measurements: bench/idle-memory.mjs).
 pub const SOCKET_BUFFER: usize = 65_536;
 
-/// Read buffer of each WebSocket (tungstenite's, engineioxide's default:
-/// 4 KiB, zero-filled on the first read, so resident for every client).
-/// `SIO_DEMO_WS_READ_BUFFER` (bytes, 64 to 16 MiB) overrides it: smaller saves
-/// memory per idle client (1 KiB: −3 KiB, BENCHMARKS.md), but a client frame
-/// larger than it takes more reads.
-pub const WS_READ_BUFFER: usize = 4096;
+/// Read buffer of each WebSocket (tungstenite's; zero-filled on the first
+/// read, so resident for every client): **2 KiB**, half engineioxide's
+/// default, which brings an idle client to the Node reference's memory
+/// (BENCHMARKS.md, "Memory per idle client"). A client frame larger than it
+/// takes more reads: about 14 % fewer messages/s when every client sends
+/// 16 KiB frames. `SIO_DEMO_WS_READ_BUFFER` (bytes, 64 to 16 MiB) sets it.
+pub const WS_READ_BUFFER: usize = 2048;
 
 /// `SIO_DEMO_WS_READ_BUFFER`, or [`WS_READ_BUFFER`].
 fn ws_read_buffer() -> Result<usize, DemoError> {
