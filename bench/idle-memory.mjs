@@ -79,8 +79,17 @@ async function measure({ name, cmd }) {
         const s = io(url, { transports: ["websocket"], reconnection: false, timeout: 20_000, forceNew: true });
         sockets.push(s);
         batch.push(new Promise((resolve, reject) => {
-          s.once("connect", resolve);
-          s.once("connect_error", reject);
+          // The client's own timeout covers the Engine.IO open only; a
+          // Socket.IO CONNECT that is never answered would wait forever.
+          const t = setTimeout(() => reject(new Error(`client ${k} of ${opt.clients}: not connected after 30 s`)), 30_000);
+          s.once("connect", () => {
+            clearTimeout(t);
+            resolve();
+          });
+          s.once("connect_error", (e) => {
+            clearTimeout(t);
+            reject(new Error(`client ${k} of ${opt.clients}: ${e.message}`));
+          });
         }));
       }
       await Promise.all(batch);
