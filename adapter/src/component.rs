@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 
+use crate::packed;
 use crate::types as core;
 
 wit_bindgen::generate!({
@@ -116,6 +117,22 @@ impl GuestNode for NodeResource {
         #[cfg(feature = "misbehave")]
         misbehave(&packet);
         effects(self.with(|n| n.broadcast(now, opts_in(opts), packet)))
+    }
+
+    fn broadcast_packed(
+        &self,
+        now: u64,
+        opts: Vec<u8>,
+        packet: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        #[cfg(feature = "misbehave")]
+        misbehave(&packet);
+        let opts = packed::decode_opts(&opts)?;
+        let effects = self.with(|n| n.broadcast(now, opts, packet));
+        let mut out = Vec::with_capacity(64 + effects.len() * 32);
+        packed::start(&mut out);
+        packed::push_effects(&mut out, &effects);
+        Ok(out)
     }
 
     fn broadcast_with_ack(

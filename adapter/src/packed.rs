@@ -1,5 +1,6 @@
-//! The packed result of `on-frames-packed`: the effects and frame errors of a
-//! batch as one byte list, for hosts built on this crate.
+//! The packed result of `on-frames-packed` (and of `broadcast-packed`): the
+//! effects and frame errors of a call as one byte list, for hosts built on
+//! this crate, and the packed options `broadcast-packed` takes.
 //!
 //! The typed `on-frames` makes the host lift every effect record, string and
 //! list across the component boundary (one guest allocation per list element,
@@ -18,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Effect, Flags, FrameError, NodeId};
+use crate::types::{Effect, Flags, FrameError, NodeId, Opts};
 use crate::wire::VERSION;
 
 /// Version byte of a packed result.
@@ -63,6 +64,21 @@ fn push(out: &mut Vec<u8>, item: &ItemRef<'_>) {
     // Serializing into a Vec cannot fail for these types.
     let buf = std::mem::take(out);
     *out = postcard::to_extend(item, buf).unwrap_or_default();
+}
+
+/// The options of `broadcast-packed`: the postcard encoding of [`Opts`].
+pub fn encode_opts(opts: &Opts) -> Vec<u8> {
+    // Serializing into a Vec cannot fail for this type.
+    postcard::to_allocvec(opts).unwrap_or_default()
+}
+
+/// Reads [`encode_opts`]'s bytes; trailing bytes are refused.
+pub fn decode_opts(bytes: &[u8]) -> Result<Opts, String> {
+    match postcard::take_from_bytes::<Opts>(bytes) {
+        Ok((opts, [])) => Ok(opts),
+        Ok((_, rest)) => Err(format!("{} bytes after the options", rest.len())),
+        Err(e) => Err(format!("options: {e}")),
+    }
 }
 
 /// Decodes a packed result. An error means the producer is broken (the

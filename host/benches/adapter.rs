@@ -76,6 +76,29 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // A room broadcast from a socketioxide worker (host rooms): the packed
+    // export (what the host uses) against the typed one.
+    let to_room = Opts::rooms(["room-3"]);
+    let mut typed = engine()
+        .instantiate(Config::new(1, "/", RoomOwner::Host), Limits::default())
+        .expect("instance");
+    seed(&mut typed);
+    g.bench_function(
+        BenchmarkId::new("broadcast_to_room", "component_typed"),
+        |b| {
+            b.iter(|| {
+                typed
+                    .broadcast_typed(1, to_room.clone(), packet.clone())
+                    .expect("ok")
+            })
+        },
+    );
+    for (name, mut n) in nodes(RoomOwner::Host) {
+        seed(n.as_mut());
+        g.bench_function(BenchmarkId::new("broadcast_to_room", name), |b| {
+            b.iter(|| n.broadcast(1, to_room.clone(), packet.clone()).expect("ok"))
+        });
+    }
     for (name, mut n) in nodes(RoomOwner::Component) {
         seed(n.as_mut());
         g.bench_function(

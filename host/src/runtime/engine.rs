@@ -6,6 +6,8 @@
 //! `concurrency_support` off (1.7× cheaper calls), epoch interruption for the
 //! CPU bound, optional pooling allocator for many instances. The component
 //! gets no WASI capability: its imports are linked as traps.
+//! `SIO_WASM_PERFMAP=1` names the component's compiled functions for `perf`
+//! (wasmtime's perf map, `/tmp/perf-PID.map`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +108,11 @@ impl AdapterEngine {
         let mut config = wasmtime::Config::new();
         config.concurrency_support(false);
         config.epoch_interruption(true);
+        // Diagnostics: names the component's compiled functions for `perf`
+        // (a /tmp/perf-PID.map file per process).
+        if std::env::var_os("SIO_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(n) = opts.pooling_instances {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(n)

@@ -293,6 +293,19 @@ impl WasmNode {
         Ok((out, errors))
     }
 
+    /// [`AdapterNode::broadcast`] through the typed `broadcast` export (the
+    /// options lowered and every effect lifted), for comparison with the
+    /// packed export that `broadcast` uses.
+    pub fn broadcast_typed(
+        &mut self,
+        now: u64,
+        opts: Opts,
+        packet: Vec<u8>,
+    ) -> Result<Vec<Effect>, NodeError> {
+        let opts = bindings::opts_out(opts);
+        self.effects(now, |g, s, n| g.call_broadcast(s, n, now, &opts, &packet))
+    }
+
     /// [`AdapterNode::on_frames`] through the typed `on-frames` export (every
     /// effect lifted across the boundary), for comparison with the packed
     /// export that `on_frames` uses.
@@ -388,8 +401,26 @@ impl AdapterNode for WasmNode {
         opts: Opts,
         packet: Vec<u8>,
     ) -> Result<Vec<Effect>, NodeError> {
-        let opts = bindings::opts_out(opts);
-        self.effects(now, |g, s, n| g.call_broadcast(s, n, now, &opts, &packet))
+        self.last_now = now;
+        let opts = sio_cluster_adapter::packed::encode_opts(&opts);
+        let out = self.call(|g, s, n| {
+            let packed = g
+                .call_broadcast_packed(s, n, now, &opts, &packet)?
+                .map_err(|e| {
+                    wasmtime::Error::msg(format!("the adapter component refused the options: {e}"))
+                })?;
+            match sio_cluster_adapter::packed::decode(&packed) {
+                Ok((effects, errors)) if errors.is_empty() => Ok(effects),
+                Ok(_) => Err(wasmtime::Error::msg(
+                    "the adapter component returned frame errors for a broadcast",
+                )),
+                Err(e) => Err(wasmtime::Error::msg(format!(
+                    "the adapter component returned a malformed packed result: {e}"
+                ))),
+            }
+        })?;
+        self.track(&out);
+        Ok(out)
     }
 
     fn broadcast_with_ack(
