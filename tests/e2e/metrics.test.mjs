@@ -65,6 +65,7 @@ for (const kind of KINDS) test(`metrics match a load run and two kills (${kind})
       assert.equal(value(after, "sio_worker_adapter_frames_rejected_total", { worker: w }), 0);
       assert.equal(value(after, "sio_worker_adapter_instance_restarts_total", { worker: w }), 0);
       assert.equal(value(after, "sio_worker_adapter_local_drops_total", { worker: w }), 0);
+      assert.equal(value(after, "sio_worker_adapter_link_errors_total", { worker: w }), 0);
     }
     assert.ok(value(after, "sio_http_responses_total", { class: "1xx" }) >= all.length, "one 101 per WebSocket");
     assert.equal(value(after, "sio_http_responses_total", { class: "5xx" }), 0);

@@ -94,7 +94,7 @@ export class Cluster {
    * worker's `WasmCluster::worker_stats` (`WorkerStats` of the hub link).
    */
   workerStats() {
-    const w = { namespaces: 0, nodes: 0, sockets: 0, rooms: 0, pendingRequests: 0, framesIn: 0n, framesRejected: 0n, localDrops: 0, instanceRestarts: 0 };
+    const w = { namespaces: 0, nodes: 0, sockets: 0, rooms: 0, pendingRequests: 0, framesIn: 0n, framesRejected: 0n, localDrops: 0, instanceRestarts: 0, linkErrors: this.counters.linkErrors };
     for (const a of this.adapters.values()) {
       w.namespaces++;
       w.instanceRestarts += a.restarts;

@@ -33,7 +33,7 @@ export const MAX_STR = 0xffff;
 /** Exit code of a worker whose hub link closed (as `worker.rs`). */
 export const LINK_CLOSED_EXIT_CODE = 75;
 /** Version of the WorkerStats fields this package writes (`ipc::WORKER_STATS_VERSION`). */
-export const WORKER_STATS_VERSION = 1;
+export const WORKER_STATS_VERSION = 2;
 
 /** Most values a WorkerStats frame may carry (`ipc::MAX_STATS_FIELDS`). */
 export const MAX_STATS_FIELDS = 256;
@@ -41,6 +41,8 @@ export const MAX_STATS_FIELDS = 256;
 export const WORKER_STATS_FIELDS = Object.freeze([
   "namespaces", "nodes", "sockets", "rooms", "pendingRequests",
   "framesIn", "framesRejected", "localDrops", "instanceRestarts",
+  // version 2
+  "linkErrors",
 ]);
 
 export const Kind = Object.freeze({

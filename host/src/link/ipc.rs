@@ -24,7 +24,8 @@
 //! leaves at 1): a worker's adapter figures, for the primary's metrics. Its
 //! `count` u64 values are the fields of [`WorkerStats`] in their order
 //! (`namespaces, nodes, sockets, rooms, pending_requests, frames_in,
-//! frames_rejected, local_drops, instance_restarts`); `version` is
+//! frames_rejected, local_drops, instance_restarts, link_errors`; version
+//! 2 appended `link_errors`); `version` is
 //! [`WORKER_STATS_VERSION`]. It is additive: a later version only appends
 //! fields, a reader takes the fields it knows and ignores the rest, and
 //! fields a sender does not have read as 0. A worker sends it only when its
@@ -48,7 +49,7 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 pub const MAX_STR: usize = u16::MAX as usize;
 
 /// Version of the [`WorkerStats`] fields this build writes.
-pub const WORKER_STATS_VERSION: u16 = 1;
+pub const WORKER_STATS_VERSION: u16 = 2;
 
 /// Most values a `WorkerStats` frame may carry, in any version: the encoder
 /// writes at most this many and the decoder refuses more
@@ -79,11 +80,14 @@ pub struct WorkerStats {
     pub local_drops: u64,
     /// Instances replaced after a trap.
     pub instance_restarts: u64,
+    /// Adapter frames the worker could not hand to its hub link (the link's
+    /// queue full, or the link closed); version 2.
+    pub link_errors: u64,
 }
 
 impl WorkerStats {
     /// The values in wire order.
-    pub fn values(&self) -> [u64; 9] {
+    pub fn values(&self) -> [u64; 10] {
         [
             self.namespaces,
             self.nodes,
@@ -94,6 +98,7 @@ impl WorkerStats {
             self.frames_rejected,
             self.local_drops,
             self.instance_restarts,
+            self.link_errors,
         ]
     }
 
@@ -110,6 +115,7 @@ impl WorkerStats {
             frames_rejected: at(6),
             local_drops: at(7),
             instance_restarts: at(8),
+            link_errors: at(9),
         }
     }
 }

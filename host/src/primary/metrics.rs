@@ -549,7 +549,7 @@ impl Collector for Sources {
                 .filter_map(|(i, p)| p.stats.map(|s| (*i, s)))
                 .collect::<Vec<_>>()
         };
-        let fields: [ReportedField; 9] = [
+        let fields: [ReportedField; 10] = [
             (
                 "sio_worker_adapter_namespaces",
                 "Adapter instances (namespaces) in the worker.",
@@ -603,6 +603,12 @@ impl Collector for Sources {
                 "Adapter instances replaced after a trap.",
                 Counter,
                 |s| s.instance_restarts,
+            ),
+            (
+                "sio_worker_adapter_link_errors",
+                "Adapter frames the worker could not hand to its hub link (queue full or link closed).",
+                Counter,
+                |s| s.link_errors,
             ),
         ];
         let reports = reported();

@@ -280,6 +280,7 @@ impl WasmCluster {
         let mut w = WorkerStats {
             namespaces: spaces.len() as u64,
             local_drops: self.inner.counters.local_drops.load(Ordering::Relaxed),
+            link_errors: self.inner.counters.link_errors.load(Ordering::Relaxed),
             ..WorkerStats::default()
         };
         for s in spaces.iter().filter_map(|s| s.stats()) {
