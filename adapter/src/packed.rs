@@ -196,6 +196,25 @@ mod tests {
     use crate::types::{LocalOp, Opts};
     use crate::wire::{self, AckRequest, Envelope, Message};
 
+    #[test]
+    fn opts_round_trip_and_refuse_garbage() {
+        let mut opts = Opts::rooms(["a", "b"]);
+        opts.except = vec!["c".into()];
+        opts.sid = Some("s1".into());
+        opts.flags.volatile = true;
+        let bytes = encode_opts(&opts);
+        assert_eq!(decode_opts(&bytes), Ok(opts));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_opts(&longer),
+            Err("1 bytes after the options".into())
+        );
+        assert!(decode_opts(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_opts(&[]).is_err());
+        assert!(decode_opts(&[1, 2, 0xff, 0xfe]).is_err());
+    }
+
     fn broadcast(opts: Opts, packet: &[u8], ack: Option<AckRequest>) -> Vec<u8> {
         wire::encode(&Envelope {
             uid: 0x1234_5678_9abc_def0,

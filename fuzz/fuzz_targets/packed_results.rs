@@ -5,12 +5,23 @@
 //! Invariants: no panic; an accepted result re-encodes (`push_effects`,
 //! `push_error`) to bytes that decode to the same effects and errors; the
 //! decoder never accepts a result that does not start with the version.
+//! The same bytes also go to `packed::decode_opts` (the component's reader of
+//! `broadcast-packed`'s options): no panic, and accepted options re-encode
+//! to bytes that decode to the same options.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sio_cluster_adapter::packed;
 
 fuzz_target!(|data: &[u8]| {
+    match packed::decode_opts(data) {
+        Ok(opts) => {
+            let again = packed::decode_opts(&packed::encode_opts(&opts))
+                .expect("re-encoded options decode");
+            assert_eq!(again, opts);
+        }
+        Err(e) => assert!(!e.is_empty(), "an error names what is wrong"),
+    }
     match packed::decode(data) {
         Ok((effects, errors)) => {
             assert_eq!(data.first(), Some(&packed::PACKED_VERSION));

@@ -156,6 +156,41 @@ proptest! {
         prop_assert_eq!(n.restarts(), 0);
     }
 
+    /// `broadcast-packed` (what the host uses) and the typed `broadcast` give
+    /// the same effects and counters, whatever the options.
+    #[test]
+    fn packed_and_typed_broadcasts_agree(
+        rooms in prop::collection::vec("[a-c]{0,2}", 0..3),
+        except in prop::collection::vec("[a-c]{1,2}", 0..2),
+        sid in prop::option::of("[a-z0-9]{1,8}"),
+        flags in any::<(bool, bool, bool, bool)>(),
+        target in prop::option::of(prop::sample::select(vec![1u64, 5, 9])),
+        packet in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        static NODES: OnceLock<std::sync::Mutex<(WasmNode, WasmNode)>> = OnceLock::new();
+        let cell = NODES.get_or_init(|| {
+            let cfg = Config::new(1, "/", RoomOwner::Host);
+            let peer = wire::encode(&Envelope { uid: 5, nsp: "/".into(), msg: Message::Heartbeat });
+            let mut pair = (node(cfg.clone(), Limits::default()), node(cfg, Limits::default()));
+            for n in [&mut pair.0, &mut pair.1] {
+                n.on_frame(0, &peer).expect("no trap").expect("a valid heartbeat");
+            }
+            std::sync::Mutex::new(pair)
+        });
+        let mut pair = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let (packed, typed) = &mut *pair;
+        let mut opts = Opts::rooms(rooms);
+        opts.except = except;
+        opts.sid = sid;
+        (opts.flags.local, opts.flags.broadcast, opts.flags.volatile, opts.flags.compress) = flags;
+        opts.target = target;
+        let want = typed.broadcast_typed(3, opts.clone(), packet.clone());
+        let got = packed.broadcast(3, opts, packet);
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(packed.stats(), typed.stats());
+        prop_assert_eq!(packed.restarts(), 0);
+    }
+
     /// The packed export (what the host uses) and the typed export give the
     /// same effects, errors and counters on mutated batches of broadcasts.
     #[test]
