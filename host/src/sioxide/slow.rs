@@ -460,7 +460,9 @@ struct Client {
 
 struct Registry {
     policy: SlowPolicy,
-    clients: RwLock<HashMap<Sid, Arc<Client>>>,
+    /// Looked up once per delivery: a fast hasher (the keys are the
+    /// server's own random session ids), seeded per process.
+    clients: RwLock<HashMap<Sid, Arc<Client>, foldhash::fast::RandomState>>,
     flagged: Mutex<Vec<Sid>>,
     wake: Notify,
     dropped_bytes: AtomicU64,
@@ -499,7 +501,7 @@ impl SlowConsumers {
     pub fn new(policy: SlowPolicy) -> SlowConsumers {
         let inner = Arc::new(Registry {
             policy,
-            clients: RwLock::new(HashMap::new()),
+            clients: RwLock::new(HashMap::default()),
             flagged: Mutex::new(Vec::new()),
             wake: Notify::new(),
             dropped_bytes: AtomicU64::new(0),
@@ -607,7 +609,9 @@ impl SlowConsumers {
         let mut flag = Vec::new();
         for sid in sids {
             let Some(c) = clients.get(&sid) else { continue };
-            let m = lock(&c.meter).clone();
+            // The guard, not a clone of the Arc: no reference count traffic
+            // per delivery; the lock is held for a few atomics.
+            let m = lock(&c.meter);
             let e = m.enqueued.fetch_add(bytes, Ordering::Relaxed) + bytes;
             // Cheap upper bound first; the exact estimate only near the cap.
             if e.saturating_sub(m.sync_enqueued.load(Ordering::Relaxed)) > cap
