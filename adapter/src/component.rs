@@ -127,11 +127,9 @@ impl GuestNode for NodeResource {
     ) -> Result<Vec<u8>, String> {
         #[cfg(feature = "misbehave")]
         misbehave(&packet);
-        let opts = packed::decode_opts(&opts)?;
-        let effects = self.with(|n| n.broadcast(now, opts, packet));
-        let mut out = Vec::with_capacity(64 + effects.len() * 32);
-        packed::start(&mut out);
-        packed::push_effects(&mut out, &effects);
+        // Room for the frame and the local effect, each holding both inputs.
+        let mut out = Vec::with_capacity(64 + 2 * (opts.len() + packet.len()));
+        self.with(|n| n.broadcast_packed(now, &opts, packet, &mut out))?;
         Ok(out)
     }
 

@@ -239,6 +239,35 @@ impl Node {
         }
     }
 
+    /// [`Node::broadcast`] with packed options ([`packed::encode_opts`]) and
+    /// a packed result ([`packed`]) in `out`. A broadcast without acks to
+    /// every node from a node whose host keeps rooms (and without recovery)
+    /// is written straight from the caller's bytes; the result is the same
+    /// either way. Malformed options are an error.
+    pub fn broadcast_packed(
+        &mut self,
+        now: u64,
+        opts: &[u8],
+        packet: Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        packed::start(out);
+        if !self.closed
+            && self.cfg.rooms == RoomOwner::Host
+            && self.recovery.is_none()
+            && packed::opts_to_all(opts)
+        {
+            packed::push_broadcast_to_all(out, self.cfg.uid, &self.cfg.nsp, opts, &packet);
+            self.stats.frames_out += 1;
+            self.live.published(now);
+            return Ok(());
+        }
+        let opts = packed::decode_opts(opts)?;
+        let effects = self.broadcast(now, opts, packet);
+        packed::push_effects(out, &effects);
+        Ok(())
+    }
+
     /// The hot path of [`Node::on_frames_packed`]: a remote broadcast without
     /// acks for a host that keeps rooms is copied as it is. Returns false when
     /// the frame needs the full path; the effects are the same either way.

@@ -27,6 +27,8 @@ pub const PACKED_VERSION: u8 = 1;
 
 /// Postcard tags of the path `Item::Effect(Effect::Apply(LocalOp::Broadcast(..)))`.
 const APPLY_BROADCAST_TAGS: [u8; 3] = [0, 2, 0];
+/// Postcard tags of the path `Item::Effect(Effect::Publish(..))`.
+const PUBLISH_TAGS: [u8; 2] = [0, 0];
 /// Postcard tag of `Message::Broadcast` in a frame.
 const BROADCAST_TAG: u32 = 2;
 
@@ -114,10 +116,80 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
 struct OptsView<'a> {
     _rooms: StrSeq,
     _except: StrSeq,
-    _flags: Flags,
+    flags: Flags,
     #[serde(borrow)]
     _sid: Option<&'a str>,
-    _target: Option<NodeId>,
+    target: Option<NodeId>,
+}
+
+/// Whether `opts` (the bytes of [`encode_opts`]) are well formed, with no
+/// trailing bytes, and address every node: not local, no target node. Such
+/// bytes are also the frame's options as they are (see
+/// [`push_broadcast_to_all`]).
+pub fn opts_to_all(opts: &[u8]) -> bool {
+    matches!(
+        postcard::take_from_bytes::<OptsView<'_>>(opts),
+        Ok((v, [])) if !v.flags.local && v.target.is_none()
+    )
+}
+
+/// Appends the effects of a broadcast without acks to every node from a
+/// node that leaves rooms to its host: `Publish(frame)` then
+/// `Apply(LocalOp::Broadcast(opts, packet))`, the bytes
+/// [`push_effects`] would write for them, written from the caller's bytes
+/// in one pass. `opts` must have passed [`opts_to_all`].
+pub fn push_broadcast_to_all(
+    out: &mut Vec<u8>,
+    uid: NodeId,
+    nsp: &str,
+    opts: &[u8],
+    packet: &[u8],
+) {
+    // The frame: VERSION, uid, nsp, Message::Broadcast { opts, packet, ack: None }.
+    let body_len = opts.len() + varint_len(packet.len() as u64) + packet.len();
+    let frame_len = 1
+        + varint_len(uid)
+        + varint_len(nsp.len() as u64)
+        + nsp.len()
+        + varint_len(u64::from(BROADCAST_TAG))
+        + body_len
+        + 1;
+    out.reserve(
+        PUBLISH_TAGS.len()
+            + varint_len(frame_len as u64)
+            + frame_len
+            + APPLY_BROADCAST_TAGS.len()
+            + body_len,
+    );
+    out.extend_from_slice(&PUBLISH_TAGS);
+    push_varint(out, frame_len as u64);
+    out.push(VERSION);
+    push_varint(out, uid);
+    push_varint(out, nsp.len() as u64);
+    out.extend_from_slice(nsp.as_bytes());
+    push_varint(out, u64::from(BROADCAST_TAG));
+    let body = out.len();
+    out.extend_from_slice(opts);
+    push_varint(out, packet.len() as u64);
+    out.extend_from_slice(packet);
+    out.push(0);
+    // The local effect's fields are the frame's body, byte for byte.
+    out.extend_from_slice(&APPLY_BROADCAST_TAGS);
+    out.extend_from_within(body..body + body_len);
+}
+
+/// Length of postcard's varint (LEB128) of `n`.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends postcard's varint (LEB128) of `n`.
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// A sequence of strings, each checked (UTF-8, length), none allocated.

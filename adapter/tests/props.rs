@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use sio_cluster_adapter::packed;
 use sio_cluster_adapter::rooms::RoomIndex;
 use sio_cluster_adapter::wire::{self, Envelope, Message};
 use sio_cluster_adapter::{Ack, Config, FrameError, Node, Opts, RoomOwner, SocketInfo};
@@ -143,5 +144,51 @@ proptest! {
         let heartbeat = wire::encode(&Envelope { uid: 9, nsp: "/".into(), msg: Message::Heartbeat });
         let ok = node.on_frame(2, &heartbeat).is_ok();
         prop_assert!(ok);
+    }
+
+    /// `broadcast_packed` (written straight from the caller's bytes when it
+    /// can) gives the bytes and the stats the general path gives, for any
+    /// options, packet, node uid and namespace, with either room owner.
+    #[test]
+    fn broadcast_packed_matches_the_general_path(
+        uid in prop_oneof![Just(1u64), any::<u64>()],
+        nsp in prop_oneof![Just("/".to_string()), "/[a-zé]{0,200}"],
+        rooms in prop::collection::vec("[a-z0-9β]{0,12}", 0..3),
+        except in prop::collection::vec("[a-z]{0,5}", 0..2),
+        flags in any::<(bool, bool, bool, bool)>(),
+        sid in prop::option::of("[A-Za-z0-9_-]{0,20}"),
+        target in prop::option::of(prop_oneof![Just(1u64), any::<u64>()]),
+        packet in prop::collection::vec(any::<u8>(), 0..400),
+        host_rooms in any::<bool>(),
+        closed in any::<bool>(),
+    ) {
+        let mut opts = Opts::rooms(rooms).except(except);
+        (opts.flags.local, opts.flags.broadcast, opts.flags.volatile, opts.flags.compress) = flags;
+        opts.sid = sid;
+        opts.target = target;
+        let owner = if host_rooms { RoomOwner::Host } else { RoomOwner::Component };
+        let fresh = || {
+            let mut n = Node::new(Config::new(uid, nsp.clone(), owner));
+            n.join("s1", &["s1".to_string(), "r".to_string()]);
+            let _ = n.init(0);
+            if closed {
+                let _ = n.close(1);
+            }
+            n
+        };
+        let (mut fast, mut general) = (fresh(), fresh());
+        let mut got = Vec::new();
+        let bytes = packed::encode_opts(&opts);
+        prop_assert_eq!(fast.broadcast_packed(5, &bytes, packet.clone(), &mut got), Ok(()));
+        let mut want = Vec::new();
+        packed::start(&mut want);
+        packed::push_effects(&mut want, &general.broadcast(5, opts, packet));
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(fast.stats(), general.stats());
+        // Malformed options are refused, the result left empty of effects.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert!(fast.broadcast_packed(6, &longer, vec![1], &mut got).is_err());
+        prop_assert!(fast.broadcast_packed(6, &bytes[..bytes.len() - 1], vec![1], &mut got).is_err());
     }
 }
