@@ -15,11 +15,15 @@
 //! is written without decoding its targets and packet into owned values: the
 //! frame's `opts` and `packet` bytes are already the postcard encoding of
 //! `LocalOp::Broadcast`'s fields, so they are checked and copied as they are
-//! ([`BroadcastView`]).
+//! ([`BroadcastView`]). The same holds the other way for `broadcast-packed`
+//! to every node: the host's option bytes and packet become the frame's
+//! body and the local effect's fields in one pass
+//! ([`push_broadcast_to_all`]), and the host makes that local effect from
+//! its own values rather than decoding it ([`decode_broadcast`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Effect, Flags, FrameError, NodeId, Opts};
+use crate::types::{Effect, Flags, FrameError, LocalOp, NodeId, Opts};
 use crate::wire::VERSION;
 
 /// Version byte of a packed result.
@@ -86,6 +90,30 @@ pub fn decode_opts(bytes: &[u8]) -> Result<Opts, String> {
 /// Decodes a packed result. An error means the producer is broken (the
 /// component's output is checked like any other outside input).
 pub fn decode(bytes: &[u8]) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
+    decode_items(bytes, None)
+}
+
+/// [`decode`] for the result of `broadcast-packed(opts, packet)`, where
+/// `opts` are the bytes of [`encode_opts`] for `owned.0` and `owned.1` is
+/// the packet: an `Apply(LocalOp::Broadcast)` whose fields are these bytes
+/// exactly (what a node leaving rooms to its host gives back) is made from
+/// the caller's own values instead of being decoded into new ones.
+pub fn decode_broadcast(
+    bytes: &[u8],
+    opts: &[u8],
+    owned: (Opts, Vec<u8>),
+) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
+    decode_items(bytes, Some((opts, owned)))
+}
+
+/// The encoded options of a `broadcast-packed` call and the call's own
+/// options and packet, for [`decode_broadcast`].
+type Echo<'a> = (&'a [u8], (Opts, Vec<u8>));
+
+fn decode_items(
+    bytes: &[u8],
+    mut echo: Option<Echo<'_>>,
+) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
     let (&version, mut rest) = bytes
         .split_first()
         .ok_or_else(|| "empty packed result".to_owned())?;
@@ -95,6 +123,15 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
     let mut effects = Vec::new();
     let mut errors = Vec::new();
     while !rest.is_empty() {
+        if let Some(len) = echo
+            .as_ref()
+            .and_then(|(opts, (_, packet))| echo_len(rest, opts, packet))
+            && let Some((_, (opts, packet))) = echo.take()
+        {
+            effects.push(Effect::Apply(LocalOp::Broadcast(opts, packet)));
+            rest = &rest[len..];
+            continue;
+        }
         let (item, tail) = postcard::take_from_bytes::<Item>(rest).map_err(|e| {
             format!(
                 "packed result item at byte {}: {e}",
@@ -108,6 +145,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<Effect>, Vec<FrameError>), String> {
         rest = tail;
     }
     Ok((effects, errors))
+}
+
+/// The length of `Apply(LocalOp::Broadcast(opts, packet))` at the start of
+/// `rest`, if that is what it holds, byte for byte.
+fn echo_len(rest: &[u8], opts: &[u8], packet: &[u8]) -> Option<usize> {
+    let tail = rest.strip_prefix(&APPLY_BROADCAST_TAGS[..])?;
+    let tail = tail.strip_prefix(opts)?;
+    let (len, n) = varint(packet.len() as u64);
+    let tail = tail.strip_prefix(&len[..n])?;
+    tail.strip_prefix(packet)?;
+    Some(APPLY_BROADCAST_TAGS.len() + opts.len() + n + packet.len())
 }
 
 /// `Opts` checked in place (same postcard layout as [`crate::Opts`]); the
@@ -184,12 +232,22 @@ fn varint_len(n: u64) -> usize {
 }
 
 /// Appends postcard's varint (LEB128) of `n`.
-fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+fn push_varint(out: &mut Vec<u8>, n: u64) {
+    let (bytes, len) = varint(n);
+    out.extend_from_slice(&bytes[..len]);
+}
+
+/// Postcard's varint (LEB128) of `n` and its length.
+fn varint(mut n: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut len = 0;
     while n >= 0x80 {
-        out.push((n as u8) | 0x80);
+        bytes[len] = (n as u8) | 0x80;
         n >>= 7;
+        len += 1;
     }
-    out.push(n as u8);
+    bytes[len] = n as u8;
+    (bytes, len + 1)
 }
 
 /// A sequence of strings, each checked (UTF-8, length), none allocated.
@@ -358,6 +416,37 @@ mod tests {
             msg: Message::Heartbeat,
         });
         assert_eq!(BroadcastView::parse(&heartbeat, u32::MAX), None);
+    }
+
+    #[test]
+    fn decode_broadcast_moves_the_echo_and_decodes_the_rest() {
+        let opts = rich_opts();
+        let bytes = encode_opts(&opts);
+        let packet = vec![7u8; 200];
+        let local = Effect::Apply(LocalOp::Broadcast(opts.clone(), packet.clone()));
+        let other = Effect::Apply(LocalOp::Broadcast(Opts::all(), packet.clone()));
+        for effects in [
+            vec![Effect::Publish(vec![1, 2]), local.clone()],
+            vec![local.clone(), local.clone(), other.clone()],
+            vec![other.clone(), Effect::NodeUp(3)],
+            vec![],
+        ] {
+            let mut out = Vec::new();
+            start(&mut out);
+            push_effects(&mut out, &effects);
+            assert_eq!(
+                decode_broadcast(&out, &bytes, (opts.clone(), packet.clone())),
+                decode(&out)
+            );
+            assert_eq!(decode(&out), Ok((effects, Vec::new())));
+            // A cut anywhere is still refused.
+            for cut in 1..out.len() {
+                assert_eq!(
+                    decode_broadcast(&out[..cut], &bytes, (opts.clone(), packet.clone())).is_err(),
+                    decode(&out[..cut]).is_err()
+                );
+            }
+        }
     }
 
     #[test]

@@ -182,8 +182,10 @@ proptest! {
         prop_assert_eq!(fast.broadcast_packed(5, &bytes, packet.clone(), &mut got), Ok(()));
         let mut want = Vec::new();
         packed::start(&mut want);
-        packed::push_effects(&mut want, &general.broadcast(5, opts, packet));
+        packed::push_effects(&mut want, &general.broadcast(5, opts.clone(), packet.clone()));
         prop_assert_eq!(&got, &want);
+        // The host's decode that reuses its own options and packet agrees.
+        prop_assert_eq!(packed::decode_broadcast(&got, &bytes, (opts, packet)), packed::decode(&got));
         prop_assert_eq!(fast.stats(), general.stats());
         // Malformed options are refused, the result left empty of effects.
         let mut longer = bytes.clone();

@@ -402,14 +402,16 @@ impl AdapterNode for WasmNode {
         packet: Vec<u8>,
     ) -> Result<Vec<Effect>, NodeError> {
         self.last_now = now;
-        let opts = sio_cluster_adapter::packed::encode_opts(&opts);
+        let bytes = sio_cluster_adapter::packed::encode_opts(&opts);
         let out = self.call(|g, s, n| {
             let packed = g
-                .call_broadcast_packed(s, n, now, &opts, &packet)?
+                .call_broadcast_packed(s, n, now, &bytes, &packet)?
                 .map_err(|e| {
                     wasmtime::Error::msg(format!("the adapter component refused the options: {e}"))
                 })?;
-            match sio_cluster_adapter::packed::decode(&packed) {
+            // The local effect that echoes the call's own options and packet
+            // is made from them, not decoded again.
+            match sio_cluster_adapter::packed::decode_broadcast(&packed, &bytes, (opts, packet)) {
                 Ok((effects, errors)) if errors.is_empty() => Ok(effects),
                 Ok(_) => Err(wasmtime::Error::msg(
                     "the adapter component returned frame errors for a broadcast",
