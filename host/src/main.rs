@@ -294,6 +294,11 @@ struct RedisArgs {
     /// reaches only this machine's workers, and is counted and logged.
     #[arg(long, help_heading = REDIS_HEADING, value_name = "BYTES", default_value_t = bridge::DEFAULT_MAX_FRAME, requires = "redis")]
     redis_max_frame: usize,
+    /// PUBLISH pipelines in flight at once (1 to 64); what the hub queues
+    /// while they all wait for Redis goes out together in the next one.
+    /// More help when Redis is far away (a round trip per pipeline).
+    #[arg(long, help_heading = REDIS_HEADING, value_name = "N", default_value_t = bridge::DEFAULT_PIPELINES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=bridge::MAX_PIPELINES as u64), requires = "redis")]
+    redis_pipelines: usize,
     /// File holding the shared cluster key (at least 16 bytes): every Redis
     /// message is authenticated (HMAC-SHA256), messages without a valid tag
     /// are dropped and counted. All primaries of a cluster need the same key.
@@ -314,6 +319,7 @@ impl RedisArgs {
             heartbeat_timeout: Duration::from_millis(self.primary_heartbeat_timeout),
             max_queued_bytes: self.redis_max_queued_bytes,
             max_frame: self.redis_max_frame,
+            pipelines: self.redis_pipelines,
             key_file: self.cluster_key.clone(),
             tls_ca: self.redis_tls_ca.clone(),
             ..BridgeConfig::new(url)

@@ -480,6 +480,35 @@ test("a frame over --redis-max-frame stays on its machine, is counted, and the l
   }
 });
 
+test("pipelines in flight together keep one machine's frames in order (--redis-pipelines 8, Redis paused under a burst)", async () => {
+  const m = await twoMachinesInARoom("order", ["--redis-pipelines", "8", "--metrics", "127.0.0.1:0"]);
+  const { redis, p1, a, b, r } = m;
+  try {
+    const onB = record(b, "m");
+    const before = value(await scrape(metricsUrl(p1)), "sio_redis_overlapped_total");
+    // While Redis is stopped no PUBLISH is answered: every wake-up of the
+    // bridge sends one more pipeline, up to 8, each with what queued since.
+    process.kill(redis.pid, "SIGSTOP");
+    const n = 3000;
+    for (let i = 0; i < n; i++) {
+      a.emit("to", r, "m", { i });
+      if (i % 100 === 99) await sleep(20);
+    }
+    await sleep(100);
+    process.kill(redis.pid, "SIGCONT");
+    await until("every message on primary 2", () => onB.length === n, 15_000).catch((e) => { throw new Error(`${e.message}: ${onB.length} of ${n}`); });
+    const got = onB.map((x) => x[0].i);
+    const first = got.findIndex((v, k) => v !== k);
+    assert.equal(first, -1, `out of order at ${first}: ${got.slice(Math.max(0, first - 2), first + 3)}`);
+    const overlapped = value(await scrape(metricsUrl(p1)), "sio_redis_overlapped_total") - before;
+    console.log(`redis order: ${n} frames in order across machines, ${overlapped} pipelines sent while another was in flight`);
+    assert.ok(overlapped >= 2, `pipelines overlapped (${overlapped})`);
+  } finally {
+    try { process.kill(redis.pid, "SIGCONT"); } catch {}
+    await m.stop();
+  }
+});
+
 test("the queue towards Redis is bounded: with Redis stopped, frames past --redis-max-queued-bytes are dropped and counted, local delivery goes on", async () => {
   const m = await twoMachinesInARoom("queue", ["--redis-max-frame", "65536", "--redis-max-queued-bytes", "131072", "--metrics", "127.0.0.1:0"]);
   const { redis, p1, a, a2, b, r } = m;

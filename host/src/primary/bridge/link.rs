@@ -4,8 +4,9 @@
 //! One RESP3 multiplexed connection (redis-rs) per session carries both the
 //! subscriptions (pushes, handled in the connection's reader by
 //! [`Shared::on_message`]) and the PUBLISH pipelines, so this primary's
-//! frames keep the order the hub routed them in. At most one pipeline is in
-//! flight; what the hub queues meanwhile goes out in the next one. A
+//! frames keep the order the hub routed them in. At most
+//! [`BridgeConfig::pipelines`] pipelines are in flight; what the hub queues
+//! meanwhile goes out in the next one. A
 //! session ends when the connection closes, a command fails or times out
 //! (after the primary heartbeat timeout), or no echo of this primary's own
 //! heartbeat came back within the timeout (a cut or stuck link that TCP has
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, PushInfo,
@@ -234,7 +237,9 @@ async fn session(
     );
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout_ms = cfg.heartbeat_timeout.as_millis() as u64;
-    let mut inflight: Option<InFlight> = None;
+    // Completed in the order they were sent (one connection, FIFO).
+    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let most = cfg.pipelines.max(1);
     let mut heartbeat_due = false;
     loop {
         tokio::select! {
@@ -243,8 +248,7 @@ async fn session(
                 return stop_session(shared, conn, inflight).await;
             }
             _ = lost.notified() => return Ended::Lost("connection closed".into()),
-            done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
-                inflight = None;
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
                 let (result, bytes, records) = done;
                 lock(&shared.out).release(bytes);
                 if let Err(e) = result {
@@ -261,16 +265,19 @@ async fn session(
                 }
             }
             _ = hb.tick() => heartbeat_due = true,
-            _ = shared.wake.notified(), if inflight.is_none() => {}
+            _ = shared.wake.notified(), if inflight.len() < most => {}
         }
-        if inflight.is_none()
+        if inflight.len() < most
             && let Some((pipe, bytes, records, envelopes)) =
                 next_pipeline(shared, heartbeat_due, false)
         {
             heartbeat_due = false;
             add(&shared.stats.envelopes_out, envelopes);
+            add(&shared.stats.overlapped, u64::from(!inflight.is_empty()));
             let mut c = conn.clone();
-            inflight = Some(Box::pin(async move {
+            // A pipeline is sent on its first poll, and pushed futures are
+            // first polled in push order: the pipelines keep their order.
+            inflight.push_back(Box::pin(async move {
                 (pipe.exec_async(&mut c).await, bytes, records)
             }));
         }
@@ -281,11 +288,10 @@ async fn session(
 async fn stop_session(
     shared: &Shared,
     mut conn: MultiplexedConnection,
-    inflight: Option<InFlight>,
+    mut inflight: FuturesOrdered<InFlight>,
 ) -> Ended {
     let bounded = async {
-        if let Some(f) = inflight {
-            let (_, bytes, records) = f.await;
+        while let Some((_, bytes, records)) = inflight.next().await {
             lock(&shared.out).release(bytes);
             add(&shared.stats.records_out, records);
         }

@@ -24,9 +24,9 @@
 //! to the channel of the primary the target uid was learnt from (the sender
 //! of its frames), or is dropped and counted when no primary is known to
 //! host it. A primary drops the envelopes it receives with its own id.
-//! Under load, records pile up while one pipeline of PUBLISH commands is in
-//! flight and go out together: one envelope per channel and up to
-//! [`BATCH_MAX`] bytes.
+//! Under load, records pile up while [`BridgeConfig::pipelines`] pipelines
+//! of PUBLISH commands are in flight and go out together: one envelope per
+//! channel and up to [`BATCH_MAX`] bytes.
 //!
 //! **Liveness.** Every primary publishes a heartbeat on `all` each
 //! [`BridgeConfig::heartbeat_interval`]. Another primary silent for
@@ -98,6 +98,12 @@ pub const MAX_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Records are packed into one envelope up to this many bytes (a larger
 /// record travels alone).
 pub const BATCH_MAX: usize = 256 * 1024;
+/// Default [`BridgeConfig::pipelines`]: with one, every batch waited for
+/// the reply to the previous one (a Redis round trip); four gave 1.3× the
+/// deliveries/s with Redis 1 ms away (BENCHMARKS.md, "Across machines").
+pub const DEFAULT_PIPELINES: usize = 4;
+/// Largest [`BridgeConfig::pipelines`].
+pub const MAX_PIPELINES: usize = 64;
 /// With a cluster key, envelopes whose time differs from this primary's
 /// clock by more than this are refused (replays of old envelopes).
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
@@ -128,6 +134,9 @@ pub struct BridgeConfig {
     pub reconnect_min: Duration,
     /// Largest reconnection delay.
     pub reconnect_max: Duration,
+    /// PUBLISH pipelines in flight at once (1 to [`MAX_PIPELINES`]). What the hub queues
+    /// while they are all in flight goes out together in the next one.
+    pub pipelines: usize,
 }
 
 impl BridgeConfig {
@@ -144,6 +153,7 @@ impl BridgeConfig {
             tls_ca: None,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            pipelines: DEFAULT_PIPELINES,
         }
     }
 
@@ -174,6 +184,11 @@ impl BridgeConfig {
         if self.max_frame == 0 || self.max_frame > MAX_MAX_FRAME {
             return bad(format!(
                 "--redis-max-frame must be between 1 and {MAX_MAX_FRAME} bytes"
+            ));
+        }
+        if self.pipelines == 0 || self.pipelines > MAX_PIPELINES {
+            return bad(format!(
+                "--redis-pipelines must be between 1 and {MAX_PIPELINES}"
             ));
         }
         if self.max_queued_bytes < self.max_frame {
@@ -222,6 +237,8 @@ counters! {
     envelopes_out,
     /// Records published.
     records_out,
+    /// PUBLISH pipelines sent while another was still waiting for Redis.
+    overlapped,
     /// Envelopes received from other primaries and accepted.
     envelopes_in,
     /// Records received from other primaries.
