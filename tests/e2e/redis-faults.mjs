@@ -509,6 +509,40 @@ test("pipelines in flight together keep one machine's frames in order (--redis-p
   }
 });
 
+test("a link lost with pipelines in flight gives their bytes back to the queue bound (sio_redis_queued_bytes back to 0, frames cross again)", async () => {
+  const m = await twoMachinesInARoom("lostflight", ["--redis-pipelines", "64", "--redis-max-frame", "65536", "--redis-max-queued-bytes", "131072", "--metrics", "127.0.0.1:0"]);
+  const { redis, p1, a, b, r } = m;
+  try {
+    // Redis stopped: the pipelines sent meanwhile hold the queue's bytes.
+    process.kill(redis.pid, "SIGSTOP");
+    const payload = "f".repeat(10_000);
+    for (let i = 0; i < 40; i++) {
+      a.emit("to", r, "m", { i, payload });
+      await sleep(5);
+    }
+    await sleep(300);
+    const held = value(await scrape(metricsUrl(p1)), "sio_redis_queued_bytes");
+    // Killed while stopped: the connection closes with them in flight.
+    process.kill(redis.pid, "SIGKILL");
+    await until("primary 1 counts its link lost", async () => value(await scrape(metricsUrl(p1)), "sio_redis_link_up") === 0, 10_000);
+    await redis.restart();
+    await until("primary 1's link back up", async () => value(await scrape(metricsUrl(p1)), "sio_redis_link_up") === 1, 15_000);
+    await until("nothing left counted against the queue bound", async () => value(await scrape(metricsUrl(p1)), "sio_redis_queued_bytes") === 0, 5_000)
+      .catch(async (e) => { throw new Error(`${e.message}: ${value(await scrape(metricsUrl(p1)), "sio_redis_queued_bytes")} bytes (${held} held before the kill)`); });
+    console.log(`redis lost in flight: ${held} bytes held by pipelines and the queue when Redis was killed, 0 after the link came back`);
+    assert.ok(held >= 100_000, `the burst filled the queue first (${held} bytes)`);
+    const onB = record(b, "m");
+    await until("a 10 KB frame crosses again", async () => {
+      a.emit("to", r, "m", { after: true, payload });
+      await sleep(200);
+      return onB.some((x) => x[0].after);
+    }, 15_000);
+  } finally {
+    try { process.kill(redis.pid, "SIGCONT"); } catch {}
+    await m.stop();
+  }
+});
+
 test("the queue towards Redis is bounded: with Redis stopped, frames past --redis-max-queued-bytes are dropped and counted, local delivery goes on", async () => {
   const m = await twoMachinesInARoom("queue", ["--redis-max-frame", "65536", "--redis-max-queued-bytes", "131072", "--metrics", "127.0.0.1:0"]);
   const { redis, p1, a, a2, b, r } = m;

@@ -49,7 +49,8 @@ export async function startRedis({ tcp = false, conf = [] } = {}) {
     throw new Error(`redis-server did not start:\n${log.join("")}`);
   }
   async function down(signal = "SIGTERM") {
-    if (!child || child.exitCode !== null) return;
+    // Gone already (a signal's death sets signalCode, not exitCode).
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     child.kill(signal);
     await once(child, "exit");
   }

@@ -520,6 +520,13 @@ impl Collector for Sources {
             )?;
             family(
                 e,
+                "sio_redis_queued_bytes",
+                "Bytes queued towards Redis or in PUBLISH pipelines not yet answered.",
+                Gauge,
+                one(bridge.queued_bytes() as u64),
+            )?;
+            family(
+                e,
                 "sio_redis_peers",
                 "Other primaries this one hears from through Redis.",
                 Gauge,

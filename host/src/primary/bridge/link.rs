@@ -14,6 +14,7 @@
 //! after a backoff (doubling from `reconnect_min` to `reconnect_max`, reset
 //! after a session that lasted 10 s).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -174,6 +175,54 @@ async fn connect(
 
 type InFlight = Pin<Box<dyn Future<Output = (RedisResult<()>, usize, u64)> + Send>>;
 
+/// The PUBLISH pipelines in flight, oldest first, with the queue bytes and
+/// records each holds, so that a session that ends with some still in
+/// flight gives their bytes back to the queue's bound and counts their
+/// records as lost with the link.
+#[derive(Default)]
+struct Pipelines {
+    futs: FuturesOrdered<InFlight>,
+    held: VecDeque<(usize, u64)>,
+}
+
+impl Pipelines {
+    fn len(&self) -> usize {
+        self.futs.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.futs.is_empty()
+    }
+
+    fn push(&mut self, fut: InFlight, bytes: usize, records: u64) {
+        self.futs.push_back(fut);
+        self.held.push_back((bytes, records));
+    }
+
+    /// The oldest pipeline's outcome (they complete in order).
+    async fn next(&mut self) -> Option<(RedisResult<()>, usize, u64)> {
+        let done = self.futs.next().await;
+        if done.is_some() {
+            self.held.pop_front();
+        }
+        done
+    }
+
+    /// Drops what is still in flight: its bytes released, its records
+    /// counted as lost with the link (pub/sub is at-most-once: some may
+    /// have reached Redis).
+    fn abandon(&mut self, shared: &Shared) {
+        self.futs = FuturesOrdered::new();
+        let (mut bytes, mut records) = (0, 0);
+        for (b, r) in self.held.drain(..) {
+            bytes += b;
+            records += r;
+        }
+        lock(&shared.out).release(bytes);
+        add(&shared.stats.link_down_dropped, records);
+    }
+}
+
 /// Builds one pipeline of PUBLISH commands from what is queued (plus a
 /// heartbeat); None when there is nothing to send.
 fn next_pipeline(
@@ -229,6 +278,19 @@ async fn session(
     lost: &Notify,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
+    let mut inflight = Pipelines::default();
+    let ended = publish_loop(shared, conn, lost, stop, &mut inflight).await;
+    inflight.abandon(shared);
+    ended
+}
+
+async fn publish_loop(
+    shared: &Arc<Shared>,
+    conn: MultiplexedConnection,
+    lost: &Notify,
+    stop: &mut watch::Receiver<bool>,
+    inflight: &mut Pipelines,
+) -> Ended {
     let cfg = &shared.cfg;
     let mut hb = tokio::time::interval(cfg.heartbeat_interval);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -237,8 +299,6 @@ async fn session(
     );
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout_ms = cfg.heartbeat_timeout.as_millis() as u64;
-    // Completed in the order they were sent (one connection, FIFO).
-    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let most = cfg.pipelines.max(1);
     let mut heartbeat_due = false;
     loop {
@@ -277,9 +337,11 @@ async fn session(
             let mut c = conn.clone();
             // A pipeline is sent on its first poll, and pushed futures are
             // first polled in push order: the pipelines keep their order.
-            inflight.push_back(Box::pin(async move {
-                (pipe.exec_async(&mut c).await, bytes, records)
-            }));
+            inflight.push(
+                Box::pin(async move { (pipe.exec_async(&mut c).await, bytes, records) }),
+                bytes,
+                records,
+            );
         }
     }
 }
@@ -288,7 +350,7 @@ async fn session(
 async fn stop_session(
     shared: &Shared,
     mut conn: MultiplexedConnection,
-    mut inflight: FuturesOrdered<InFlight>,
+    inflight: &mut Pipelines,
 ) -> Ended {
     let bounded = async {
         while let Some((_, bytes, records)) = inflight.next().await {

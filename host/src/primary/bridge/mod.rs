@@ -471,6 +471,12 @@ impl BridgeProbe {
         self.0.up.load(Ordering::Relaxed)
     }
 
+    /// Bytes queued towards Redis or in PUBLISH pipelines not yet answered
+    /// (what `--redis-max-queued-bytes` bounds).
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.0.out).bytes
+    }
+
     /// Other primaries known now, and the adapter nodes they host.
     pub fn peers(&self) -> (usize, usize) {
         let p = lock(&self.0.peers);
