@@ -173,7 +173,7 @@ async fn connect(
     Ok(conn)
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (RedisResult<()>, usize, u64)> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = RedisResult<()>> + Send>>;
 
 /// The PUBLISH pipelines in flight, oldest first, with the queue bytes and
 /// records each holds, so that a session that ends with some still in
@@ -199,13 +199,12 @@ impl Pipelines {
         self.held.push_back((bytes, records));
     }
 
-    /// The oldest pipeline's outcome (they complete in order).
+    /// The oldest pipeline's outcome (they complete in order), with the
+    /// bytes and records it held.
     async fn next(&mut self) -> Option<(RedisResult<()>, usize, u64)> {
-        let done = self.futs.next().await;
-        if done.is_some() {
-            self.held.pop_front();
-        }
-        done
+        let result = self.futs.next().await?;
+        let (bytes, records) = self.held.pop_front().unwrap_or_default();
+        Some((result, bytes, records))
     }
 
     /// Drops what is still in flight: its bytes released, its records
@@ -338,7 +337,7 @@ async fn publish_loop(
             // A pipeline is sent on its first poll, and pushed futures are
             // first polled in push order: the pipelines keep their order.
             inflight.push(
-                Box::pin(async move { (pipe.exec_async(&mut c).await, bytes, records) }),
+                Box::pin(async move { pipe.exec_async(&mut c).await }),
                 bytes,
                 records,
             );

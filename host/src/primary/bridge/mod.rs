@@ -134,8 +134,9 @@ pub struct BridgeConfig {
     pub reconnect_min: Duration,
     /// Largest reconnection delay.
     pub reconnect_max: Duration,
-    /// PUBLISH pipelines in flight at once (1 to [`MAX_PIPELINES`]). What the hub queues
-    /// while they are all in flight goes out together in the next one.
+    /// PUBLISH pipelines in flight at once (1 to [`MAX_PIPELINES`]). What
+    /// the hub queues while they are all in flight goes out together in the
+    /// next one.
     pub pipelines: usize,
 }
 
