@@ -285,6 +285,8 @@ struct SentReport {
 #[derive(Debug, Default)]
 struct ClientStats {
     lat_us: Vec<u32>,
+    /// The latencies of the crossed deliveries (also in `lat_us`).
+    lat_crossed_us: Vec<u32>,
     recv_measured: u64,
     crossed: u64,
     max_lat: u64,
@@ -727,11 +729,13 @@ impl Client {
             st.recv_measured += 1;
             self.shared.recv_measured.fetch_add(1, Ordering::Relaxed);
             let lat = r.saturating_sub(m.t);
-            st.lat_us.push(u32::try_from(lat).unwrap_or(u32::MAX));
+            let lat32 = u32::try_from(lat).unwrap_or(u32::MAX);
+            st.lat_us.push(lat32);
             st.sum_lat += lat;
             st.max_lat = st.max_lat.max(lat);
             if plan.sender_worker.get(m.sender).copied().unwrap_or(-1) != self.worker {
                 st.crossed += 1;
+                st.lat_crossed_us.push(lat32);
             }
         }
         if self.shared.o.mode == Mode::Max
@@ -1016,6 +1020,8 @@ struct Report {
     deliveries_per_s: u64,
     deliveries_in_window: u64,
     latency_ms: Latency,
+    /// Latency of the crossed deliveries alone (sender on another worker).
+    latency_crossed_ms: Latency,
     crossed_fraction: Option<f64>,
     crossed_deliveries_per_s: Option<u64>,
     timed_out_messages: u64,
@@ -1275,11 +1281,13 @@ async fn run_inner(o: RunArgs) -> Result<()> {
 
     // ---- aggregate
     let mut lat: Vec<u32> = Vec::with_capacity(stats.iter().map(|s| s.lat_us.len()).sum());
+    let mut lat_x: Vec<u32> = Vec::new();
     let (mut received, mut crossed, mut max_lat, mut sum_lat, mut in_window) = (0, 0, 0, 0, 0);
     let (mut disconnects, mut bad_frames) = (0, 0);
     let mut disconnect_reasons: BTreeMap<String, u32> = BTreeMap::new();
     for s in &mut stats {
         lat.append(&mut s.lat_us);
+        lat_x.append(&mut s.lat_crossed_us);
         received += s.recv_measured;
         crossed += s.crossed;
         max_lat = max_lat.max(s.max_lat);
@@ -1292,6 +1300,7 @@ async fn run_inner(o: RunArgs) -> Result<()> {
         }
     }
     lat.sort_unstable();
+    lat_x.sort_unstable();
     let dur_us = o.duration * 1e6;
     let pct = |us: f64| round_to(us / dur_us * 100.0, 1);
     let user_us = cpu1.0.saturating_sub(cpu0.0) as f64;
@@ -1368,6 +1377,17 @@ async fn run_inner(o: RunArgs) -> Result<()> {
             p999: quantile_ms(&lat, 0.999),
             max: (received > 0).then(|| max_lat as f64 / 1000.0),
             mean: (received > 0).then(|| round_to(sum_lat as f64 / received as f64 / 1000.0, 3)),
+        },
+        latency_crossed_ms: Latency {
+            p50: quantile_ms(&lat_x, 0.5),
+            p90: quantile_ms(&lat_x, 0.9),
+            p99: quantile_ms(&lat_x, 0.99),
+            p999: quantile_ms(&lat_x, 0.999),
+            max: lat_x.last().map(|&m| f64::from(m) / 1000.0),
+            mean: (!lat_x.is_empty()).then(|| {
+                let sum: u64 = lat_x.iter().map(|&l| u64::from(l)).sum();
+                round_to(sum as f64 / lat_x.len() as f64 / 1000.0, 3)
+            }),
         },
         crossed_fraction: (received > 0).then(|| round_to(crossed as f64 / received as f64, 4)),
         crossed_deliveries_per_s: (received > 0).then(|| {
