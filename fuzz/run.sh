@@ -13,7 +13,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(frame_decoder node_sequence packed_results link_codec sticky_http)
+  targets=(frame_decoder node_sequence packed_results link_codec sticky_http redis_inbound)
 fi
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then

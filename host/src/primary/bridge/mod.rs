@@ -415,6 +415,32 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn new(cfg: BridgeConfig, key: Option<ClusterKey>, hub: Hub, me: u64) -> Arc<Shared> {
+        let prefix = cfg.prefix();
+        Arc::new(Shared {
+            hub,
+            chan_all: format!("{prefix}all"),
+            chan_me: format!("{prefix}hub:{me:016x}"),
+            prefix,
+            cfg,
+            key,
+            me,
+            out: Mutex::new(OutQueue::default()),
+            wake: Notify::new(),
+            peers: Mutex::new(Peers::default()),
+            up: AtomicBool::new(false),
+            epoch: Instant::now(),
+            own_echo_ms: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            stats: BridgeStats::default(),
+            warn_oversize: Throttle::default(),
+            warn_full: Throttle::default(),
+            warn_bad: Throttle::default(),
+        })
+    }
+}
+
 impl RemoteLink for Shared {
     fn relay(&self, frame: &[u8], target: Option<u64>) -> bool {
         let dest = match target {
@@ -512,35 +538,14 @@ impl Bridge {
         let mut raw = [0u8; 8];
         getrandom::fill(&mut raw)
             .map_err(|e| BridgeError::Config(format!("no randomness for the primary id: {e}")))?;
-        let me = u64::from_le_bytes(raw);
-        let prefix = config.prefix();
-        let shared = Arc::new(Shared {
-            hub: hub.clone(),
-            chan_all: format!("{prefix}all"),
-            chan_me: format!("{prefix}hub:{me:016x}"),
-            prefix,
-            cfg: config,
-            key,
-            me,
-            out: Mutex::new(OutQueue::default()),
-            wake: Notify::new(),
-            peers: Mutex::new(Peers::default()),
-            up: AtomicBool::new(false),
-            epoch: Instant::now(),
-            own_echo_ms: AtomicU64::new(0),
-            seq: AtomicU64::new(0),
-            stats: BridgeStats::default(),
-            warn_oversize: Throttle::default(),
-            warn_full: Throttle::default(),
-            warn_bad: Throttle::default(),
-        });
+        let shared = Shared::new(config, key, hub.clone(), u64::from_le_bytes(raw));
         if !hub.set_remote(shared.clone()) {
             return Err(BridgeError::Config(
                 "the hub has a remote link already".into(),
             ));
         }
         info!(
-            primary = format_args!("{me:016x}"),
+            primary = format_args!("{:016x}", shared.me),
             cluster = %shared.cfg.cluster,
             authenticated = shared.key.is_some(),
             "redis bridge starting"
@@ -577,5 +582,132 @@ impl Bridge {
             task.abort();
         }
         info!(stats = ?self.shared.stats.snapshot(), "redis bridge stopped");
+    }
+}
+
+/// The receiving half of a bridge alone, with no Redis connection: each
+/// message goes through the same checks and routing as one the connection's
+/// reader received (envelope, tag, replay and skew checks, peers, then the
+/// hub). For the `redis_inbound` fuzz target and tests.
+pub struct Inbound(Arc<Shared>);
+
+impl Inbound {
+    /// A receiver for primary `me` of `config`'s cluster, delivering to
+    /// `hub`, checking tags with `key` (`config.key_file` is not read).
+    pub fn new(
+        config: BridgeConfig,
+        key: Option<ClusterKey>,
+        hub: Hub,
+        me: u64,
+    ) -> Result<Inbound, BridgeError> {
+        config.check()?;
+        Ok(Inbound(Shared::new(config, key, hub, me)))
+    }
+
+    /// Handles one message as received on `channel`.
+    pub fn message(&self, channel: &[u8], msg: &[u8]) {
+        self.0.on_message(channel, msg);
+    }
+
+    /// The two channels this primary subscribes to: `all` and its own.
+    pub fn channels(&self) -> (&str, &str) {
+        (&self.0.chan_all, &self.0.chan_me)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> BridgeStatsSnapshot {
+        self.0.stats.snapshot()
+    }
+
+    /// Other primaries known now, and the adapter nodes they host.
+    pub fn peers(&self) -> (usize, usize) {
+        let p = lock(&self.0.peers);
+        (p.len(), p.uid_count())
+    }
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("me", &format_args!("{:016x}", self.0.me))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::UnixStream;
+
+    use super::*;
+    use crate::link::worker::{Incoming, LinkOptions, WorkerLink};
+    use crate::primary::hub::{Attach, HubConfig};
+
+    const ME: u64 = 0x4d45;
+    const PEER: u64 = 0x9e3;
+
+    fn sealed(kind: envelope::Kind, seq: u64, body: &[u8], key: Option<&ClusterKey>) -> Vec<u8> {
+        let channel = format!("{}all", BridgeConfig::new("redis://x").prefix());
+        envelope::seal(kind, PEER, seq, unix_ms(), body, key, channel.as_bytes())
+    }
+
+    /// A worker's Publish sealed by another primary reaches the local
+    /// worker; a replay, a forged copy and a message on a stranger's channel
+    /// are counted and go nowhere.
+    #[tokio::test]
+    async fn inbound_delivers_what_it_should_and_counts_the_rest() {
+        let hub = Hub::new(HubConfig::default(), None);
+        let (a, b) = UnixStream::pair().unwrap();
+        hub.attach(a, Attach::Trusted { index: 0 });
+        let opts = LinkOptions {
+            exit_on_close: false,
+            ..LinkOptions::default()
+        };
+        let (_tx, mut rx) = WorkerLink::connect_stream(b, 0, "", ipc::DEFAULT_MAX_FRAME, opts)
+            .await
+            .unwrap();
+        let key = ClusterKey::new(b"a cluster key long enough for the test").unwrap();
+        let inbound = Inbound::new(
+            BridgeConfig::new("redis://x"),
+            Some(key.clone()),
+            hub.clone(),
+            ME,
+        )
+        .unwrap();
+        let (all, _) = inbound.channels();
+        let all = all.as_bytes().to_vec();
+        let mut body = Vec::new();
+        ipc::put_relay(&mut body, 77, None, "/", b"frame-1");
+        inbound.message(&all, &sealed(envelope::Kind::Frames, 1, &body, Some(&key)));
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Incoming::Frame { from, frame, .. })) => {
+                assert_eq!(from, 77);
+                assert_eq!(&frame[..], b"frame-1");
+            }
+            other => panic!("expected the frame, got {other:?}"),
+        }
+        inbound.message(&all, &sealed(envelope::Kind::Frames, 1, &body, Some(&key)));
+        let other = ClusterKey::new(b"another key, not the cluster's one").unwrap();
+        inbound.message(
+            &all,
+            &sealed(envelope::Kind::Frames, 2, &body, Some(&other)),
+        );
+        inbound.message(b"sio-cluster:{default}:hub:0000000000000001", &body);
+        let st = inbound.stats();
+        assert_eq!(
+            (
+                st.envelopes_in,
+                st.records_in,
+                st.replayed,
+                st.forged,
+                st.malformed
+            ),
+            (1, 1, 1, 1, 1),
+            "{st:?}"
+        );
+        assert_eq!(inbound.peers(), (1, 1));
+        let r = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+        assert!(r.is_err(), "nothing else reaches the worker: {r:?}");
     }
 }
