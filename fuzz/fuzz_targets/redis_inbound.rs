@@ -187,6 +187,7 @@ fuzz_target!(|input: Input| {
     let config = BridgeConfig::new("redis://127.0.0.1:1");
     let inbound = Inbound::new(config, input.keyed.then(|| key.clone()), hub, ME)
         .expect("default settings are valid");
+    let probe = inbound.probe();
     let (all, mine) = inbound.channels();
     let (all, mine) = (all.as_bytes().to_vec(), mine.as_bytes().to_vec());
     // The last number this primary took from each peer (the model).
@@ -200,7 +201,7 @@ fuzz_target!(|input: Input| {
                 format!("sio-cluster:{{default}}:hub:{:016x}", hub_id(n)).into_bytes()
             }
         };
-        let before = inbound.stats();
+        let before = probe.stats();
         let mut should_take: Option<usize> = None;
         let sent: &[u8];
         let env: Vec<u8>;
@@ -280,7 +281,7 @@ fuzz_target!(|input: Input| {
                 sent = &env;
             }
         }
-        let after = inbound.stats();
+        let after = probe.stats();
         let d = delta(&before, &after);
         let verdicts = d.envelopes_in + d.echoes + d.forged + d.replayed;
         assert!(verdicts <= 1, "two verdicts for one message: {d:?}");
@@ -304,7 +305,7 @@ fuzz_target!(|input: Input| {
                 "every record received or a conflict: {d:?}"
             );
         }
-        let (peers, uids) = inbound.peers();
+        let (peers, uids) = probe.peers();
         assert!(peers <= MAX_PEERS && uids <= MAX_PEERS * MAX_UIDS_PER_PEER);
     }
 });

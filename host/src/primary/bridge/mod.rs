@@ -413,9 +413,7 @@ impl Shared {
                 .remote_node_down(nodes.iter().map(|(u, n)| (*u, n.as_str())));
         }
     }
-}
 
-impl Shared {
     fn new(cfg: BridgeConfig, key: Option<ClusterKey>, hub: Hub, me: u64) -> Arc<Shared> {
         let prefix = cfg.prefix();
         Arc::new(Shared {
@@ -614,15 +612,9 @@ impl Inbound {
         (&self.0.chan_all, &self.0.chan_me)
     }
 
-    /// The counters.
-    pub fn stats(&self) -> BridgeStatsSnapshot {
-        self.0.stats.snapshot()
-    }
-
-    /// Other primaries known now, and the adapter nodes they host.
-    pub fn peers(&self) -> (usize, usize) {
-        let p = lock(&self.0.peers);
-        (p.len(), p.uid_count())
+    /// Reads its counters and peers.
+    pub fn probe(&self) -> BridgeProbe {
+        BridgeProbe(self.0.clone())
     }
 }
 
@@ -694,7 +686,7 @@ mod tests {
             &sealed(envelope::Kind::Frames, 2, &body, Some(&other)),
         );
         inbound.message(b"sio-cluster:{default}:hub:0000000000000001", &body);
-        let st = inbound.stats();
+        let st = inbound.probe().stats();
         assert_eq!(
             (
                 st.envelopes_in,
@@ -706,7 +698,7 @@ mod tests {
             (1, 1, 1, 1, 1),
             "{st:?}"
         );
-        assert_eq!(inbound.peers(), (1, 1));
+        assert_eq!(inbound.probe().peers(), (1, 1));
         let r = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
         assert!(r.is_err(), "nothing else reaches the worker: {r:?}");
     }
