@@ -64,7 +64,8 @@ const sorted = (a) => [...a].sort();
 
 // A Socket.IO handshake that does not complete in time is retried: with
 // @socket.io/sticky 1.0.4 the primary keeps reading a TCP connection after
-// handing it to a worker, and may swallow the client's CONNECT frame.
+// handing it to a worker, and may swallow the client's CONNECT frame or the
+// first frame after it (bench/README.md, "Upstream defect found").
 let retries = 0;
 async function connect({ answer = true } = {}) {
   for (let attempt = 1; ; attempt++) {
@@ -87,11 +88,23 @@ function connectOnce(answer) {
       s.disconnect();
       reject(new Error(`connect to ${opts.url}: no Socket.IO handshake within ${T} ms (engine ${s.io.engine ? s.io.engine.readyState : "none"})`));
     }, T);
-    s.once("connect", () => { clearTimeout(timer); resolve(s); });
+    // The handshake counts as done once a first event has made the round trip:
+    // the sticky defect below can also swallow the client's first frame after
+    // the CONNECT, which would otherwise surface later as a step's timeout.
+    s.once("connect", () => {
+      s.timeout(T).emitWithAck("whoami").then(
+        () => { clearTimeout(timer); resolve(s); },
+        () => { clearTimeout(timer); s.disconnect(); reject(new Error(`connect to ${opts.url}: connected, but the first event got no answer within ${T} ms`)); }
+      );
+    });
     s.once("connect_error", (e) => { clearTimeout(timer); s.disconnect(); reject(new Error(`connect to ${opts.url}: ${e.message}`)); });
   });
 }
-const call = (s, ...args) => s.timeout(T).emitWithAck(...args);
+// An ack that does not come names its event, so a failed run says which step.
+const call = (s, ...args) =>
+  s.timeout(T).emitWithAck(...args).catch((e) => {
+    throw new Error(`"${args[0]}" (client on worker ${s.worker ?? "?"}): ${e.message}`);
+  });
 const take = (s, event) => {
   const got = s.inbox.filter((m) => m.event === event);
   s.inbox = s.inbox.filter((m) => m.event !== event);

@@ -15,8 +15,8 @@ P=$!
 trap 'kill $P 2>/dev/null || true; wait $P 2>/dev/null || true; rm -f "$LOG"' EXIT
 for _ in $(seq 100); do grep -q "node-ref ready" "$LOG" && break; sleep 0.1; done
 grep -q "node-ref ready" "$LOG" || { echo "smoke: node-ref did not start:"; cat "$LOG"; exit 1; }
-node contract-check.mjs --url "http://127.0.0.1:$PORT" --workers 2 | tail -1
-node contract-check.mjs --url "http://127.0.0.1:$PORT" --workers 2 --transport polling | tail -1
+node contract-check.mjs --url "http://127.0.0.1:$PORT" --workers 2 | grep -E '^(FAIL|note)|checks passed'
+node contract-check.mjs --url "http://127.0.0.1:$PORT" --workers 2 --transport polling | grep -E '^(FAIL|note)|checks passed'
 node load.mjs --url "http://127.0.0.1:$PORT" --clients 50 --warmup 0.5 --duration 1 --mode rate --rate 200 --cluster-pid "$P" --quiet
 kill $P; wait $P 2>/dev/null || true
 REF='node bench/node-ref/primary.js --workers {N} --port {P}'
