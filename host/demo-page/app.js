@@ -93,12 +93,22 @@
         call("fetch", room),
       ]);
       $("server-count").textContent = String(count);
-      const workers = [...new Set([me.worker, ...others.responses])].sort((a, b) => a - b);
+      // One entry per worker: this tab's, then every other worker's answer.
+      // Worker indices are per machine, so with several machines (through
+      // Redis) an index can come back more than once; another worker with
+      // this tab's index is on another machine.
+      const workers = [me.worker, ...others.responses].sort((a, b) => a - b);
+      let mine = false;
       $("workers").replaceChildren(...workers.map((w) => {
         const li = document.createElement("li");
         li.dataset.worker = String(w);
-        li.textContent = `worker ${w}` + (w === me.worker ? ` (this tab, pid ${me.pid})` : "");
-        if (w === me.worker) li.className = "me";
+        if (w === me.worker && !mine) {
+          mine = true;
+          li.textContent = `worker ${w} (this tab, pid ${me.pid})`;
+          li.className = "me";
+        } else {
+          li.textContent = `worker ${w}` + (w === me.worker ? " (another machine)" : "");
+        }
         return li;
       }));
       if (others.err) {

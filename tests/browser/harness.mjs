@@ -7,10 +7,12 @@
 // Environment: SIO_CLUSTER_HOST_BIN (the sio-cluster-host binary; default
 // target/release, then target/debug), SIO_BROWSER_KINDS (comma-separated
 // demo runtimes, default "rust,node"), CHROMIUM (default /usr/bin/chromium).
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -75,6 +77,37 @@ export async function startDemo({ kind = "rust", workers = 2, extra = [] } = {})
       const t = setTimeout(() => child.kill("SIGKILL"), 8000);
       await once(child, "exit");
       clearTimeout(t);
+    },
+  };
+}
+
+/**
+ * Starts a throwaway `redis-server` (Debian's; no persistence) on a Unix
+ * socket in a fresh temp dir and waits until it answers PING. `url` is what
+ * `demo --redis` takes; `stop()` ends it and removes the dir.
+ */
+export async function startRedis() {
+  const dir = mkdtempSync(join(tmpdir(), "sio-browser-redis-"));
+  const sock = join(dir, "redis.sock");
+  const child = spawn("redis-server", ["--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+    "--save", "", "--appendonly", "no", "--dir", dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const log = [];
+  child.stdout.on("data", (d) => log.push(d.toString()));
+  child.stderr.on("data", (d) => log.push(d.toString()));
+  for (let i = 0; ; i++) {
+    const r = spawnSync("redis-cli", ["-s", sock, "ping"], { encoding: "utf8" });
+    if (r.stdout?.trim() === "PONG") break;
+    if (child.exitCode !== null || i >= 200) throw new Error(`redis-server did not start:\n${log.join("")}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return {
+    url: `redis+unix://${sock}`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        await once(child, "exit");
+      }
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -214,10 +214,13 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * grace period (SIO_CLUSTER_GRACE): no new connections (the listener
  * closes; a rolling restart routes no new session here); this worker's
  * cluster requests in flight may finish (a quarter of the grace at most);
- * then io.close(): every client's Engine.IO transport closes (the client
- * sees `transport close` and reconnects to another worker) and every
- * namespace's adapter closes (ADAPTER_CLOSE: the others forget its nodes at
- * once); last the hub link is flushed.
+ * then every client's Engine.IO transport closes (the client sees
+ * `transport close` and reconnects to another worker), and only then
+ * io.close() closes every namespace's adapter (ADAPTER_CLOSE: the others
+ * forget its nodes at once); last the hub link is flushed. The transports
+ * go first because socket.io's `close()` closes the adapters before the
+ * engine: a request still pending then failed with "adapter closed", and
+ * that answer reached a client whose connection was still open.
  */
 async function drain() {
   const t0 = Date.now();
@@ -228,6 +231,7 @@ async function drain() {
   for (const end = t0 + grace / 4; !settled && Date.now() < end; await sleep(10)) {
     settled = cluster.workerStats().pendingRequests === 0;
   }
+  io.engine.close();
   io.close();
   cluster.link.flush();
   for (const end = Date.now() + 500; cluster.link.queuedBytes > 0 && Date.now() < end; ) await sleep(5);
