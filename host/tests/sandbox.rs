@@ -81,6 +81,46 @@ fn endless_loop_hits_the_cpu_bound() {
 }
 
 #[test]
+fn endless_loop_is_stopped_after_the_ticker_parked() {
+    // An engine of its own, so that other tests' calls do not keep its
+    // epoch ticker awake.
+    let engine = AdapterEngine::from_file(guest::misbehaving_component(), EngineOptions::default())
+        .expect("the misbehaving build loads");
+    let limits = Limits {
+        cpu_ticks: 10,
+        ..Limits::default()
+    };
+    let mut bad = engine
+        .instantiate(Config::new(1, "/", RoomOwner::Component), limits)
+        .expect("instance");
+    let idle = Instant::now();
+    while !engine.ticker_parked() {
+        assert!(
+            idle.elapsed() < Duration::from_secs(5),
+            "the epoch ticker never parked while no call ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // In a thread, so that a loop nothing stops fails the test instead of
+    // hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let err = misbehave(&mut bad, "loop");
+        let _ = tx.send((err, start.elapsed(), bad));
+    });
+    let (err, took, mut bad) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the endless loop was not stopped within 10 s");
+    assert!(
+        matches!(&err, NodeError::Trapped { reason, .. } if reason.contains("interrupt")),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    healthy(&mut bad);
+}
+
+#[test]
 fn panic_is_a_trap_not_a_crash() {
     let mut bad = node(1, Limits::default());
     let err = misbehave(&mut bad, "trap");

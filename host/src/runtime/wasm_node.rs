@@ -95,6 +95,7 @@ impl WasmNode {
         cfg: &Config,
         limits: Limits,
     ) -> anyhow::Result<(Store<HostState>, ClusterAdapter, ResourceAny)> {
+        let _running = engine.running();
         let mut store = engine.new_store(limits);
         let bindings = engine
             .pre()
@@ -204,7 +205,11 @@ impl WasmNode {
     ) -> Result<R, NodeError> {
         self.store.set_epoch_deadline(self.limits.cpu_ticks);
         let guest = self.bindings.socketio_cluster_adapter().node();
-        match f(&guest, &mut self.store, self.node) {
+        let result = {
+            let _running = self.engine.running();
+            f(&guest, &mut self.store, self.node)
+        };
+        match result {
             Ok(r) => Ok(r),
             Err(e) => {
                 let reason = match e.downcast_ref::<wasmtime::Trap>() {
@@ -244,6 +249,8 @@ impl WasmNode {
             .map(|m| m.infos(&Opts::all(), self.cfg.uid))
             .unwrap_or_default();
         let guest = self.bindings.socketio_cluster_adapter().node();
+        let engine = self.engine.clone();
+        let _running = engine.running();
         for s in sockets {
             self.store.set_epoch_deadline(self.limits.cpu_ticks);
             guest
